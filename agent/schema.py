@@ -1,0 +1,91 @@
+"""Names shared by the agent, the state machine and the CLI: one place for every attribute,
+status word and environment variable, so a typo is a NameError rather than a silent miss."""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+# Status words (DESIGN.md "Timestamps everywhere ... Status words").
+RUNNING: Final = "Running"
+COMPLETED: Final = "Completed"
+FAILED: Final = "Failed"
+TIMED_OUT: Final = "TimedOut"
+CANCELLED: Final = "Cancelled"
+SKIPPED: Final = "Skipped"
+ABANDONED: Final = "Abandoned"
+Status = Literal["Running", "Completed", "Failed", "TimedOut", "Cancelled", "Skipped", "Abandoned"]
+FINAL_STATUSES: Final = frozenset({COMPLETED, FAILED, TIMED_OUT, CANCELLED, SKIPPED, ABANDONED})
+
+
+class JobAudit:
+    """Attributes of the job audit table (PK job_name, SK workflow_execution_id)."""
+
+    JOB_NAME: Final = "job_name"
+    WORKFLOW_EXECUTION_ID: Final = "workflow_execution_id"
+    WORKFLOW_ID: Final = "workflow_id"
+    STAGE_INDEX: Final = "stage_index"
+    EXECUTION_STATUS: Final = "execution_status"
+    EXECUTION_START_TS: Final = "execution_start_ts"
+    EXECUTION_END_TS: Final = "execution_end_ts"
+    EXIT_CODE: Final = "exit_code"
+    DURATION_MS: Final = "duration_ms"
+    INSTANCE_ID: Final = "instance_id"
+    WORKER_NAME: Final = "worker_name"
+    LOG_STREAM: Final = "log_stream"
+    ATTEMPT: Final = "attempt"
+    ERROR: Final = "error"
+    CAUSE: Final = "cause"
+
+
+class WorkflowAudit:
+    """Attributes of the workflow audit table (PK workflow_execution_id, SK workflow_id)."""
+
+    WORKFLOW_EXECUTION_ID: Final = "workflow_execution_id"
+    WORKFLOW_ID: Final = "workflow_id"
+    EXECUTION_STATUS: Final = "execution_status"
+    EXECUTION_START_TS: Final = "execution_start_ts"
+    EXECUTION_END_TS: Final = "execution_end_ts"
+    RSQL_JOBS: Final = "rsql_jobs"
+    ERROR: Final = "error"
+    CAUSE: Final = "cause"
+    RESTART_OF: Final = "restart_of"
+
+
+class Config:
+    """Attributes of the config table item (PK workflow_id); the AWS sample's shape plus ours."""
+
+    WORKFLOW_ID: Final = "workflow_id"
+    WORKFLOW_DESCRIPTION: Final = "workflow_description"
+    WORKFLOW_STAGES: Final = "workflow_stages"
+    EXECUTION_FLAG: Final = "execution_flag"
+    EXECUTION_TYPE: Final = "execution_type"
+    SCRIPTS: Final = "scripts"
+    STAGE_DESCRIPTION: Final = "stage_description"
+    MAX_PARALLEL: Final = "max_parallel"
+    TIMEOUT_SECONDS: Final = "timeout_seconds"
+    HEARTBEAT_SECONDS: Final = "heartbeat_seconds"
+    # Written by `workflow put` so the state machine can copy the flat job list into the
+    # workflow audit row without flattening lists in ASL.
+    RSQL_JOBS: Final = "rsql_jobs"
+    # The lock that keeps one workflow from running twice at once: the execution holding it.
+    RUNNING_EXECUTION_ID: Final = "running_execution_id"
+
+
+# Environment the agent gives every script (besides the connection settings of the secret).
+JOB_ENV_WORKFLOW_ID: Final = "RSQL_WORKFLOW_ID"
+JOB_ENV_WORKFLOW_EXECUTION_ID: Final = "RSQL_WORKFLOW_EXECUTION_ID"
+JOB_ENV_JOB_NAME: Final = "RSQL_JOB_NAME"
+
+
+def iso_utc_ms(epoch_s: float) -> str:
+    """ISO-8601 UTC with milliseconds and a Z, the one timestamp format of every table."""
+    import datetime as _dt
+
+    moment = _dt.datetime.fromtimestamp(epoch_s, tz=_dt.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def log_stream_name(workflow_id: str, workflow_execution_id: str, job_name: str, attempt: int) -> str:
+    """`<workflow_id>/<workflow_execution_id>/<job_name>`, plus `/<attempt>` from the 2nd on."""
+    base = f"{workflow_id}/{workflow_execution_id}/{job_name}"
+    return base if attempt <= 1 else f"{base}/{attempt}"

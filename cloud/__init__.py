@@ -1,0 +1,1 @@
+"""rsql-cloud: deploy and drive the rsql-agent cloud side; the local emulator."""

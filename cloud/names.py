@@ -1,0 +1,63 @@
+"""Every cloud resource name derives from the stack name (DESIGN.md "Cloud resources")."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+DEFAULT_STACK_NAME = "rsql"
+# Secrets Manager secret holding the Redshift connection (host, port, username, password, dbname).
+DEFAULT_SECRET_ID = "rsql/redshift"
+_STACK_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,39}$")
+
+
+@dataclass(frozen=True)
+class StackNames:
+    """Resource names of one stack; ARNs need the account and region and live in deploy."""
+
+    stack_name: str = DEFAULT_STACK_NAME
+
+    def __post_init__(self) -> None:
+        if not _STACK_NAME_RE.match(self.stack_name):
+            raise ValueError(
+                f"invalid stack name {self.stack_name!r}: 1-40 characters, letters, digits and "
+                "'-', starting with a letter"
+            )
+
+    @property
+    def config_table(self) -> str:
+        return f"{self.stack_name}-config"
+
+    @property
+    def job_audit_table(self) -> str:
+        return f"{self.stack_name}-job-audit"
+
+    @property
+    def workflow_audit_table(self) -> str:
+        return f"{self.stack_name}-workflow-audit"
+
+    @property
+    def activity(self) -> str:
+        return f"{self.stack_name}-jobs"
+
+    @property
+    def state_machine(self) -> str:
+        return f"{self.stack_name}-workflow"
+
+    @property
+    def state_machine_role(self) -> str:
+        return f"{self.stack_name}-workflow-role"
+
+    @property
+    def agent_role(self) -> str:
+        """IAM role (and instance profile) for the EC2 hosts that run the agent."""
+        return f"{self.stack_name}-agent-role"
+
+    @property
+    def topic(self) -> str:
+        return f"{self.stack_name}-notifications"
+
+    @property
+    def log_group(self) -> str:
+        # The default stack keeps the documented `/rsql/jobs`.
+        return f"/{self.stack_name}/jobs"
