@@ -85,7 +85,9 @@ def iso_utc_ms(epoch_s: float) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
-def log_stream_name(workflow_id: str, workflow_execution_id: str, job_name: str, attempt: int) -> str:
+def log_stream_name(
+    workflow_id: str, workflow_execution_id: str, job_name: str, attempt: int
+) -> str:
     """`<workflow_id>/<workflow_execution_id>/<job_name>`, plus `/<attempt>` from the 2nd on."""
     base = f"{workflow_id}/{workflow_execution_id}/{job_name}"
     return base if attempt <= 1 else f"{base}/{attempt}"

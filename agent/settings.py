@@ -1,0 +1,168 @@
+"""Agent settings: environment variables prefixed `RSQL_AGENT_`, optionally also read from the
+file `RSQL_AGENT_ENV_FILE` names (KEY=VALUE lines, the format of systemd's EnvironmentFile).
+
+Built once at start and passed down; nothing reads the environment after that. Names carry
+their units (`_s` seconds, `_bytes`), related settings share a prefix.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any, Final
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX: Final = "RSQL_AGENT_"
+ENV_FILE_VARIABLE: Final = "RSQL_AGENT_ENV_FILE"
+# The EC2 instance metadata service; a setting so tests can point it at a fake on 127.0.0.1.
+DEFAULT_IMDS_ENDPOINT: Final = "http://169.254.169.254"
+# Step Functions holds GetActivityTask open for 60 s when there is no work: a read timeout
+# below that turns every empty poll into a client error.
+MIN_POLL_READ_TIMEOUT_S: Final = 65.0
+# One CloudWatch Logs event holds at most 256 KiB including 26 bytes of overhead; longer
+# lines are split by the shipper, this caps what one local log line may hold.
+MAX_EVENT_BYTES: Final = 256 * 1024
+
+
+class SettingsError(Exception):
+    """Settings are missing or invalid; the message names each bad setting and why."""
+
+
+class Settings(BaseSettings):
+    """Everything the agent can be told. Field `x` is read from `RSQL_AGENT_X`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        # The env file is shared with rsql-cloud and carries AWS_* and PG* keys too.
+        extra="ignore",
+        frozen=True,
+    )
+
+    # What to poll and where the database credentials are.
+    activity_arn: str = Field(min_length=1, description="Step Functions activity to poll")
+    secret_id: str | None = Field(
+        default=None, description="Secrets Manager secret with the Redshift connection"
+    )
+
+    # Identity of this host in audit rows and task output.
+    instance_id: str | None = Field(
+        default=None, description="EC2 instance id; looked up with IMDSv2 when unset"
+    )
+    imds_endpoint_url: str = DEFAULT_IMDS_ENDPOINT
+    imds_timeout_s: float = Field(default=2.0, gt=0)
+    worker_name: str = Field(default_factory=socket.gethostname, min_length=1)
+
+    # Files.
+    script_dir: Path
+    log_dir: Path = Path("/var/log/rsql-agent")
+    state_dir: Path = Path("/var/lib/rsql-agent")
+    shell: Path = Path("/bin/bash")
+
+    # Capacity.
+    concurrency: int = Field(default=8, ge=1, le=1024)
+    pollers: int = Field(default=2, ge=1, le=64)
+
+    # Timing.
+    heartbeat_interval_s: float = Field(default=20.0, gt=0)
+    drain_timeout_s: float = Field(default=60.0, ge=0)
+    kill_grace_s: float = Field(default=5.0, ge=0, description="SIGTERM to SIGKILL")
+    poll_read_timeout_s: float = Field(default=70.0, ge=MIN_POLL_READ_TIMEOUT_S)
+    poll_error_backoff_max_s: float = Field(default=30.0, gt=0)
+    aws_call_deadline_s: float = Field(default=60.0, gt=0, description="retries of one call")
+    aws_connect_timeout_s: float = Field(default=5.0, gt=0)
+    aws_read_timeout_s: float = Field(default=30.0, gt=0)
+    aws_max_calls_per_s: int = Field(default=200, ge=1)
+    completion_deadline_s: float = Field(default=600.0, gt=0)
+
+    # Output.
+    log_group: str = Field(default="/rsql/jobs", min_length=1, max_length=512)
+    log_flush_interval_s: float = Field(default=1.0, gt=0)
+    log_max_line_bytes: int = Field(default=MAX_EVENT_BYTES, ge=1024, le=4 * MAX_EVENT_BYTES)
+    output_tail_lines: int = Field(default=20, ge=0, le=1000)
+
+    # Tables.
+    job_audit_table: str = Field(default="rsql-job-audit", min_length=3, max_length=255)
+
+    @field_validator("activity_arn")
+    @classmethod
+    def _activity_arn_shape(cls, value: str) -> str:
+        if not value.startswith("arn:") or ":activity:" not in value:
+            raise ValueError("must be an activity ARN (arn:aws:states:REGION:ACCOUNT:activity:X)")
+        return value
+
+    @field_validator("imds_endpoint_url")
+    @classmethod
+    def _http_only(cls, value: str) -> str:
+        if not value.startswith("http://"):
+            raise ValueError("must be an http:// URL (IMDS speaks plain HTTP on a local link)")
+        return value
+
+    @field_validator("secret_id", "instance_id")
+    @classmethod
+    def _empty_is_unset(cls, value: str | None) -> str | None:
+        # systemd env files often carry `KEY=` for "not set".
+        return value or None
+
+    @field_validator("script_dir")
+    @classmethod
+    def _script_dir_exists(cls, value: Path) -> Path:
+        if not value.is_absolute():
+            value = value.absolute()
+        if not value.is_dir():
+            raise ValueError(f"{value} is not a directory")
+        # Resolved once so containment checks compare like with like.
+        return value.resolve()
+
+    @field_validator("shell")
+    @classmethod
+    def _shell_is_executable(cls, value: Path) -> Path:
+        if not (value.is_file() and os.access(value, os.X_OK)):
+            raise ValueError(f"{value} is not an executable file")
+        return value
+
+    @field_validator("log_dir", "state_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.absolute()
+
+    @model_validator(mode="after")
+    def _dirs_differ(self) -> Settings:
+        if self.log_dir == self.script_dir or self.state_dir == self.script_dir:
+            raise ValueError("log_dir and state_dir must not be the script directory")
+        return self
+
+    @property
+    def effective_pollers(self) -> int:
+        """A poller holds a concurrency slot while it polls, so more pollers than slots idle."""
+        return min(self.pollers, self.concurrency)
+
+    @classmethod
+    def load(cls, env_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+        """Read the environment (and `env_file`, else the file RSQL_AGENT_ENV_FILE names);
+        real environment variables win over the file, `overrides` win over both.
+
+        Raises SettingsError with one line per bad or missing setting.
+        """
+        path = env_file or os.environ.get(ENV_FILE_VARIABLE) or None
+        if path is not None and not Path(path).is_file():
+            raise SettingsError(f"{ENV_FILE_VARIABLE}: no such file: {path}")
+        try:
+            return cls(**{"_env_file": path, **overrides})
+        except ValidationError as exc:
+            raise SettingsError(describe_errors(exc)) from None
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """One line per problem, named by its environment variable, without echoing values that
+    might be secrets."""
+    lines = ["invalid agent settings:"]
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"]) or "settings"
+        name = f"{ENV_PREFIX}{field.upper()}" if error["loc"] else field
+        message = "is required" if error["type"] == "missing" else error["msg"]
+        message = message.removeprefix("Value error, ")
+        lines.append(f"  {name}: {message}")
+    return "\n".join(lines)
