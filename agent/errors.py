@@ -3,6 +3,7 @@ machine may retry it on another host. `classify` is the one place exceptions are
 
 from __future__ import annotations
 
+import enum
 from typing import ClassVar, Final
 
 SCRIPT_FAILED: Final = "RSQL.ScriptFailed"
@@ -66,6 +67,15 @@ class ShuttingDown(JobError):
 class TaskGone(Exception):
     """The service says the task token is closed (TaskTimedOut / TaskDoesNotExist): the job must
     stop and nothing more may be reported for it."""
+
+
+class CancelReason(enum.Enum):
+    """Why the agent stopped a running job before it ended; the completion code reads it."""
+
+    # The service closed the token: report nothing, the state machine has moved on.
+    TASK_GONE = "the service closed the task (TaskTimedOut or TaskDoesNotExist)"
+    # The host drains: fail back with Agent.ShuttingDown so another host takes the job.
+    SHUTTING_DOWN = "the agent is shutting down"
 
 
 def classify(exc: BaseException) -> JobError:

@@ -1,0 +1,254 @@
+"""The agent: `Agent.run()` = start clients and reconcile, poll until told to stop, drain.
+
+No signal handling here (the CLI owns signals, tests embed the agent): `request_stop()` asks
+for a drain, `force_stop()` cuts it short. `running(settings)` runs an agent for the body of
+an `async with`, for tests and the demo.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator, Coroutine, Mapping
+from typing import Any, Final
+
+import structlog
+
+from agent import __version__, completion, errors, logs, schema
+from agent.audit import JobAuditTable, JobEnd, RowKey
+from agent.aws import Aws
+from agent.completion import Completer
+from agent.errors import CancelReason
+from agent.instance import resolve_instance_id
+from agent.job import FINAL_FLUSH_TIMEOUT_S, JobContext, RunningJob, execute
+from agent.journal import Entry, Journal, current_boot_id
+from agent.poller import Poller
+from agent.runner import kill_group
+from agent.secret import load_connection_env
+from agent.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+# After the drain deadline, cancelled jobs get this long (plus the kill grace) to be killed,
+# flushed and failed back; what is still unreported then stays in the journal.
+CANCEL_REPORT_TIMEOUT_S: Final = FINAL_FLUSH_TIMEOUT_S + 15.0
+
+
+class StartupError(Exception):
+    """The agent cannot start (secret unreadable, state directory not writable, ...)."""
+
+
+class Agent:
+    """One host's worker. Build with settings, then `await run()` in a running loop."""
+
+    def __init__(self, settings: Settings, env: Mapping[str, str] | None = None) -> None:
+        self.settings = settings
+        # Scripts inherit this environment (the agent's own, as under any service manager).
+        self._env = dict(os.environ if env is None else env)
+        self.jobs: dict[str, RunningJob] = {}
+        self.ready = asyncio.Event()
+        self.max_running = 0
+        self.jobs_started = 0
+        self._stop = asyncio.Event()
+        self._force = asyncio.Event()
+        self._draining = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._pollers: list[asyncio.Task[None]] = []
+        self._slots = asyncio.Semaphore(settings.concurrency)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._aws: Aws | None = None
+        self._ctx: JobContext | None = None
+
+    async def run(self) -> None:
+        """Start clients and reconcile, poll until told to stop, drain. Raises StartupError
+        when it cannot start."""
+        self._loop = asyncio.get_running_loop()
+        try:
+            self._ctx = await self._startup()
+            await self._reconcile(self._ctx)
+            self._start_pollers()
+            self.ready.set()
+            await self._stop.wait()
+            log.info("agent_stopping", running=len(self.jobs))
+        finally:
+            await self._drain()
+            if self._aws is not None:
+                self._aws.close()
+            log.info("agent_stopped")
+
+    def request_stop(self) -> None:
+        """Drain and stop: no new polls, running jobs get drain_timeout_s. Thread-safe."""
+        self._set_from_anywhere(self._stop)
+
+    def force_stop(self) -> None:
+        """Stop now: kill running jobs; what is unreported stays in the journal."""
+        self._set_from_anywhere(self._stop)
+        self._set_from_anywhere(self._force)
+
+    def _set_from_anywhere(self, event: asyncio.Event) -> None:
+        loop = self._loop
+        try:
+            in_loop = loop is None or asyncio.get_running_loop() is loop
+        except RuntimeError:
+            in_loop = False
+        if in_loop:
+            event.set()
+        elif loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(event.set)
+
+    async def _startup(self) -> JobContext:
+        s = self.settings
+        try:
+            s.log_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+            journal = Journal(s.state_dir)
+        except OSError as exc:
+            raise StartupError(f"cannot create the agent's directories: {exc}") from None
+        self._aws = aws = Aws(s)
+        instance_id = await resolve_instance_id(s)
+        try:
+            connection_env = await load_connection_env(aws, s.secret_id)
+        except Exception as exc:
+            raise StartupError(str(exc)) from None
+        audit = JobAuditTable(aws, s.job_audit_table, instance_id, s.worker_name)
+        completer = Completer(aws, journal, s.completion_deadline_s)
+        log.info(
+            "agent_started",
+            version=__version__,
+            activity_arn=s.activity_arn,
+            instance_id=instance_id,
+            worker_name=s.worker_name,
+            concurrency=s.concurrency,
+            pollers=s.effective_pollers,
+        )
+        return JobContext(s, aws, audit, completer, journal, self._env, connection_env, instance_id)
+
+    async def _reconcile(self, ctx: JobContext) -> None:
+        """Settle what a previous run of the agent left in the journal."""
+        for entry in ctx.journal.load():
+            logs.redactor.add(entry.token)
+            try:
+                await self._settle(ctx, entry)
+            finally:
+                logs.redactor.discard(entry.token)
+
+    async def _settle(self, ctx: JobContext, entry: Entry) -> None:
+        if entry.pgid and entry.boot_id == current_boot_id() and kill_group(entry.pgid):
+            log.warning("orphan_process_group_killed", pgid=entry.pgid, job_name=entry.job_name)
+        pending = entry.completion
+        if pending is None:
+            # The agent died while the job ran: another host should run it now.
+            pending = completion.failure(
+                errors.ShuttingDown("The agent restarted while the job ran; it was stopped.")
+            )
+            if entry.job_name and entry.workflow_execution_id and entry.attempt:
+                end = JobEnd(schema.ABANDONED, 0, error=pending.error, cause=pending.cause)
+                key = RowKey(entry.job_name, entry.workflow_execution_id)
+                with contextlib.suppress(Exception):
+                    await ctx.audit.finish(key, entry.attempt, None, end)
+        delivered = await ctx.completer.send(entry.token, pending)
+        log.info("journal_entry_settled", job_name=entry.job_name, delivered=delivered)
+
+    def _start_pollers(self) -> None:
+        assert self._aws is not None
+        for number in range(self.settings.effective_pollers):
+            poller = Poller(
+                f"poller-{number}",
+                self._aws,
+                self._slots,
+                self._draining,
+                self._accept,
+                self.settings.poll_error_backoff_max_s,
+            )
+            self._pollers.append(asyncio.create_task(poller.run(), name=poller.name))
+
+    def _accept(self, token: str, raw_input: str) -> bool:
+        """A poll returned a task: run it, or during a drain fail it back at once."""
+        assert self._ctx is not None
+        logs.redactor.add(token)
+        if self._draining.is_set():
+            failure = completion.failure(
+                errors.ShuttingDown("The agent is shutting down; the task was not started.")
+            )
+            self._spawn(self._ctx.completer.send(token, failure), token)
+            return False
+        job = RunningJob(token, raw_input)
+        self.jobs[token] = job
+        self._ctx.journal.hold(token)
+        self.jobs_started += 1
+        self.max_running = max(self.max_running, len(self.jobs))
+        task = self._spawn(execute(self._ctx, job), token)
+        task.add_done_callback(lambda _: self._job_done(job))
+        return True
+
+    def _job_done(self, job: RunningJob) -> None:
+        self.jobs.pop(job.token, None)
+        self._slots.release()
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], token: str) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(lambda t: self._task_done(t, token))
+        return task
+
+    def _task_done(self, task: asyncio.Task[None], token: str) -> None:
+        self._tasks.discard(task)
+        logs.redactor.discard(token)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("task_handler_crashed", error=repr(task.exception()))
+
+    async def _drain(self) -> None:
+        """Stop polling, give running jobs drain_timeout_s, then cancel the rest with a reason
+        and give them a bounded time to report; abandon polls still open."""
+        self._draining.set()
+        started = time.monotonic()
+        if self._tasks:
+            log.info(
+                "drain_started", running=len(self.jobs), timeout_s=self.settings.drain_timeout_s
+            )
+        await self._wait_tasks(started + self.settings.drain_timeout_s)
+        if self.jobs:
+            for job in list(self.jobs.values()):
+                job.cancel(CancelReason.SHUTTING_DOWN)
+            grace = self.settings.kill_grace_s + CANCEL_REPORT_TIMEOUT_S
+            await self._wait_tasks(time.monotonic() + grace)
+        for task in [*self._tasks, *self._pollers]:
+            task.cancel()
+        await asyncio.gather(*self._tasks, *self._pollers, return_exceptions=True)
+        log.info("drain_finished", duration_ms=int((time.monotonic() - started) * 1000))
+
+    async def _wait_tasks(self, deadline: float) -> None:
+        """Wait for job and fail-back tasks (new ones may appear) until the deadline, or
+        until force_stop()."""
+        force = asyncio.create_task(self._force.wait())
+        try:
+            while self._tasks and not self._force.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                await asyncio.wait(
+                    {*self._tasks, force}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                )
+        finally:
+            force.cancel()
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, ready_timeout_s: float = 30.0) -> AsyncIterator[Agent]:
+    """Run an agent for the body of the block; on exit it drains and stops."""
+    agent = Agent(settings)
+    main = asyncio.create_task(agent.run(), name="agent")
+    ready = asyncio.create_task(agent.ready.wait())
+    await asyncio.wait({main, ready}, timeout=ready_timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    if not ready.done():
+        ready.cancel()
+        if main.done():
+            main.result()  # raises why it could not start
+        main.cancel()
+        raise StartupError(f"the agent was not ready within {ready_timeout_s} s")
+    try:
+        yield agent
+    finally:
+        agent.request_stop()
+        await main

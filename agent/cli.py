@@ -1,0 +1,113 @@
+"""`rsql-agent`: `run` the daemon, or `demo` the whole walkthrough locally.
+
+Signals live here and only here: SIGTERM and SIGINT ask the agent to drain; a second SIGINT
+(an operator at a terminal who does not want to wait) stops it at once, killing running
+scripts; what they never reported stays in the journal for the next start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+import structlog
+from dotenv import dotenv_values
+
+from agent import __version__, logs
+from agent.app import Agent, StartupError
+from agent.settings import ENV_FILE_VARIABLE, Settings, SettingsError
+
+log = structlog.get_logger(__name__)
+
+EXIT_OK = 0
+EXIT_START_FAILED = 1
+EXIT_BAD_SETTINGS = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "demo":
+        # The demo parses its own options.
+        from agent.demo import main as demo_main
+
+        return int(demo_main(args[1:]))
+    options = _parser().parse_args(args)
+    return _run(options.env_file, options.log_level)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rsql-agent", description="Run RSQL scripts for a Step Functions activity."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser(
+        "run",
+        help="poll the activity and run scripts until SIGTERM/SIGINT",
+        description="Settings come from RSQL_AGENT_* environment variables (see README).",
+    )
+    run.add_argument(
+        "--env-file",
+        help=f"KEY=VALUE file to read first (default: ${ENV_FILE_VARIABLE}); "
+        "variables already in the environment win",
+    )
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    commands.add_parser("demo", help="the AWS sample's walkthrough on the local emulator")
+    return parser
+
+
+def _run(env_file: str | None, log_level: str) -> int:
+    logs.configure(level=log_level)
+    env_file = env_file or os.environ.get(ENV_FILE_VARIABLE) or None
+    try:
+        if env_file:
+            export_env_file(env_file)
+        settings = Settings.load(env_file)
+    except (SettingsError, OSError) as exc:
+        print(f"rsql-agent: {exc}", file=sys.stderr)
+        return EXIT_BAD_SETTINGS
+    return asyncio.run(_serve(settings))
+
+
+def export_env_file(path: str) -> None:
+    """Put the file's variables into the environment (the real environment wins), as
+    systemd's EnvironmentFile would: boto3 reads AWS_* from there and scripts inherit it."""
+    if not os.path.isfile(path):
+        raise SettingsError(f"{ENV_FILE_VARIABLE}: no such file: {path}")
+    for key, value in dotenv_values(path).items():
+        if value is not None:
+            os.environ.setdefault(key, value)
+
+
+async def _serve(settings: Settings) -> int:
+    agent = Agent(settings)
+    loop = asyncio.get_running_loop()
+    interrupts = 0
+
+    def on_sigint() -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts == 1:
+            agent.request_stop()
+        else:
+            agent.force_stop()
+
+    loop.add_signal_handler(signal.SIGTERM, agent.request_stop)
+    loop.add_signal_handler(signal.SIGINT, on_sigint)
+    try:
+        await agent.run()
+    except StartupError as exc:
+        log.error("agent_start_failed", error=str(exc))
+        return EXIT_START_FAILED
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+        loop.remove_signal_handler(signal.SIGINT)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

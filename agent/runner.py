@@ -1,0 +1,307 @@
+"""Running one script: where it is, what environment it gets, its process group, its output.
+
+The script runs as `<shell> <script> <args...>` (an argv list, never a shell string) in a new
+session, so it and everything it starts share one process group the agent can signal as a
+whole. Its stdout and stderr are read in chunks and written, line by line with a timestamp, to
+a local log file at disk speed; the CloudWatch shipper tails that file on its own time, so a
+slow CloudWatch never blocks the script and memory stays flat whatever the script prints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Final
+
+import structlog
+
+from agent import errors, schema
+
+log = structlog.get_logger(__name__)
+
+READ_CHUNK_BYTES: Final = 64 * 1024
+# A local log line is `<ISO-8601 UTC ms> <out|err> <text>`: fixed-width prefix, easy to parse.
+TIMESTAMP_CHARS: Final = 24
+STDOUT: Final = b"out"
+STDERR: Final = b"err"
+# Lines of the tail that go into a failure's cause are cut to this many characters.
+TAIL_LINE_CHARS: Final = 1000
+# How long to wait for the pipes to close once the process group is gone: a process that left
+# the group (setsid) may hold them open forever.
+PIPE_CLOSE_TIMEOUT_S: Final = 2.0
+GROUP_POLL_S: Final = 0.05
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def resolve_script(script_dir: Path, job_name: str) -> Path:
+    """The regular file `job_name` names inside `script_dir` (already resolved).
+
+    Raises InvalidInput for a name that is absolute, climbs with `..` or resolves (through
+    symlinks) outside the directory; ScriptNotFound when there is no regular file there.
+    """
+    name = PurePosixPath(job_name)
+    if not job_name or "\x00" in job_name or name.is_absolute() or ".." in name.parts:
+        raise errors.InvalidInput(f"job name {job_name!r} escapes the script directory")
+    # Containment is checked on the fully resolved path, so a symlink inside the directory
+    # cannot point the agent at /etc/shadow or another user's script.
+    resolved = (script_dir / name).resolve()
+    if not resolved.is_relative_to(script_dir):
+        raise errors.InvalidInput(f"job name {job_name!r} resolves outside the script directory")
+    if not resolved.is_file():
+        what = "is not a regular file" if resolved.exists() else "does not exist"
+        raise errors.ScriptNotFound(f"script {job_name!r} {what} in {script_dir}")
+    return resolved
+
+
+def job_env(
+    base: Mapping[str, str],
+    connection: Mapping[str, str],
+    workflow_id: str,
+    workflow_execution_id: str,
+    job_name: str,
+) -> dict[str, str]:
+    """The agent's environment (as under any service manager), plus the connection settings
+    of the secret, plus the job's context."""
+    env = dict(base)
+    env.update(connection)
+    env[schema.JOB_ENV_WORKFLOW_ID] = workflow_id
+    env[schema.JOB_ENV_WORKFLOW_EXECUTION_ID] = workflow_execution_id
+    env[schema.JOB_ENV_JOB_NAME] = job_name
+    return env
+
+
+def log_file_path(
+    log_dir: Path, workflow_id: str, workflow_execution_id: str, job_name: str, attempt: int
+) -> Path:
+    """`<log_dir>/<workflow_id>/<execution_id>/<job_name>[.<attempt>].log`, each part made
+    safe as one file name (ids come from task input, which is not trusted with paths)."""
+    parts = [_safe(workflow_id), _safe(workflow_execution_id)]
+    stem = _safe(job_name) + (f".{attempt}" if attempt > 1 else "")
+    return log_dir.joinpath(*parts, f"{stem}.log")
+
+
+def _safe(part: str) -> str:
+    cleaned = _UNSAFE.sub("_", part)[:200]
+    return "_" + cleaned[1:] if cleaned.startswith(".") or not cleaned else cleaned
+
+
+class OutputLog:
+    """The job's output: lines into the local file, the last few kept for the failure cause,
+    and `wake` set whenever new lines are there for the shipper."""
+
+    def __init__(self, path: Path, max_line_bytes: int, tail_lines: int) -> None:
+        self.path = path
+        self.wake = asyncio.Event()
+        self._max_line_bytes = max_line_bytes
+        self._tail: deque[str] = deque(maxlen=tail_lines)
+        self._partial: dict[bytes, bytearray] = {STDOUT: bytearray(), STDERR: bytearray()}
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+        # Output can hold data: readable by the agent's group at most.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        self._file = os.fdopen(fd, "ab", buffering=0)
+
+    def feed(self, stream: bytes, chunk: bytes) -> None:
+        """Add a chunk read from `stream`; complete lines are written at once."""
+        buffer = self._partial[stream]
+        buffer += chunk
+        lines: list[bytes] = []
+        start = 0
+        while (end := buffer.find(b"\n", start)) != -1:
+            lines.extend(self._cap(bytes(buffer[start:end]).rstrip(b"\r")))
+            start = end + 1
+        del buffer[:start]
+        # A line with no newline yet is cut at the cap, so one endless line cannot grow memory.
+        while len(buffer) >= self._max_line_bytes:
+            lines.append(bytes(buffer[: self._max_line_bytes]))
+            del buffer[: self._max_line_bytes]
+        self._write(stream, lines)
+
+    def end(self, stream: bytes) -> None:
+        """The stream closed: its last line counts even without a newline."""
+        buffer = self._partial[stream]
+        if buffer:
+            self._write(stream, [bytes(buffer)])
+            buffer.clear()
+
+    def tail(self) -> str:
+        """The last lines of output, oldest first."""
+        return "\n".join(self._tail)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def _cap(self, line: bytes) -> list[bytes]:
+        size = self._max_line_bytes
+        if len(line) <= size:
+            return [line]
+        return [line[i : i + size] for i in range(0, len(line), size)]
+
+    def _write(self, stream: bytes, lines: list[bytes]) -> None:
+        if not lines:
+            return
+        prefix = schema.iso_utc_ms(time.time()).encode() + b" " + stream + b" "
+        self._file.write(b"".join(prefix + line + b"\n" for line in lines))
+        if self._tail.maxlen:
+            for line in lines[-self._tail.maxlen :]:
+                self._tail.append(line[:TAIL_LINE_CHARS].decode(errors="replace"))
+        self.wake.set()
+
+
+@dataclass(frozen=True)
+class ScriptResult:
+    """How a script ended. `exit_code` follows the shell: 128 + n when killed by signal n."""
+
+    exit_code: int
+    signal_name: str | None
+    timed_out: bool
+    cancelled: bool
+    duration_s: float
+
+
+async def run_script(
+    argv: list[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    output: OutputLog,
+    timeout_s: float,
+    cancel: asyncio.Event,
+    kill_grace_s: float,
+    on_spawn: Callable[[int], None] = lambda pgid: None,
+) -> ScriptResult:
+    """Run `argv` in its own process group until it exits, `timeout_s` passes or `cancel` is
+    set; in the last two cases SIGTERM the group, then SIGKILL it after `kill_grace_s`.
+    Processes the script left behind in its group end with it. `on_spawn(pgid)` is called
+    as soon as the group exists (the journal records it)."""
+    started = time.monotonic()
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=cwd,
+        env=dict(env),
+        start_new_session=True,
+    )
+    pgid = process.pid  # a new session's leader leads its own process group
+    try:
+        on_spawn(pgid)
+        assert process.stdout is not None and process.stderr is not None
+        pumps = [
+            asyncio.create_task(_pump(process.stdout, STDOUT, output)),
+            asyncio.create_task(_pump(process.stderr, STDERR, output)),
+        ]
+        timed_out, cancelled = await _wait(process, timeout_s, cancel)
+        if timed_out or cancelled:
+            await _terminate(process, pgid, kill_grace_s)
+        await _end_leftovers(pgid, kill_grace_s)
+        await _drain_pipes(pumps)
+    except BaseException:
+        # Whatever went wrong above (even this task being cancelled), no process outlives it.
+        _signal_group(pgid, signal.SIGKILL)
+        raise
+    code = process.returncode if process.returncode is not None else -signal.SIGKILL
+    signal_name = signal.Signals(-code).name if code < 0 else None
+    return ScriptResult(
+        exit_code=128 - code if code < 0 else code,
+        signal_name=signal_name,
+        timed_out=timed_out,
+        cancelled=cancelled,
+        duration_s=time.monotonic() - started,
+    )
+
+
+async def _pump(reader: asyncio.StreamReader, stream: bytes, output: OutputLog) -> None:
+    # Bounded reads, never readline(): a line without end must not grow a buffer.
+    while chunk := await reader.read(READ_CHUNK_BYTES):
+        output.feed(stream, chunk)
+    output.end(stream)
+
+
+async def _wait(
+    process: asyncio.subprocess.Process, timeout_s: float, cancel: asyncio.Event
+) -> tuple[bool, bool]:
+    """(timed_out, cancelled) once the process exits, the timeout passes or cancel is set."""
+    exited = asyncio.create_task(process.wait())
+    cancelled = asyncio.create_task(cancel.wait())
+    try:
+        done, _ = await asyncio.wait(
+            {exited, cancelled}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        exited.cancel()
+        cancelled.cancel()
+    if exited in done:
+        return False, False
+    return cancelled not in done, cancelled in done
+
+
+async def _terminate(process: asyncio.subprocess.Process, pgid: int, grace_s: float) -> None:
+    _signal_group(pgid, signal.SIGTERM)
+    try:
+        await asyncio.wait_for(process.wait(), timeout=grace_s)
+    except TimeoutError:
+        _signal_group(pgid, signal.SIGKILL)
+        await process.wait()
+
+
+async def _end_leftovers(pgid: int, grace_s: float) -> None:
+    """The job is over when its script exits; background children it left in its group would
+    run on unaudited, so they get SIGTERM and, after the grace, SIGKILL."""
+    if not _signal_group(pgid, signal.SIGTERM):
+        return
+    deadline = time.monotonic() + grace_s
+    # Nothing notifies the end of processes that are not our children: poll, bounded.
+    while _group_alive(pgid) and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(GROUP_POLL_S)
+    _signal_group(pgid, signal.SIGKILL)
+
+
+async def _drain_pipes(pumps: list[asyncio.Task[None]]) -> None:
+    done, pending = await asyncio.wait(pumps, timeout=PIPE_CLOSE_TIMEOUT_S)
+    for task in pending:
+        task.cancel()
+    if pending:
+        log.warning("output_pipe_held_open", detail="a process outside the job's group holds it")
+        await asyncio.gather(*pending, return_exceptions=True)
+    for task in done:
+        task.result()
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> bool:
+    """Signal every process of the group; False when the group is already empty."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        # The pgid was reused by someone else's group: not ours to signal.
+        return False
+    return True
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def kill_group(pgid: int) -> bool:
+    """SIGKILL a process group (used at start for groups of a previous agent's jobs)."""
+    return _signal_group(pgid, signal.SIGKILL)
+
+
+def exit_sentence(result: ScriptResult) -> str:
+    """The first sentence of a failure's cause."""
+    if result.signal_name:
+        return f"killed by {result.signal_name} (exit code {result.exit_code})"
+    return f"exited with code {result.exit_code}"
