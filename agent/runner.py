@@ -288,11 +288,27 @@ def _signal_group(pgid: int, sig: signal.Signals) -> bool:
 
 
 def _group_alive(pgid: int) -> bool:
+    """Does any process of the group still run? Zombies do not count: orphans are reaped by
+    PID 1, which on some hosts takes a second, and there is nothing left to stop in them."""
     try:
         os.killpg(pgid, 0)
     except (ProcessLookupError, PermissionError):
         return False
-    return True
+    try:
+        entries = [e.name for e in os.scandir("/proc") if e.name.isdigit()]
+    except OSError:  # no procfs: trust killpg
+        return True
+    return any(_running_member(pid, pgid) for pid in entries)
+
+
+def _running_member(pid: str, pgid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return False
+    # After the command name: state, ppid, pgrp.
+    return int(fields[2]) == pgid and fields[0] not in (b"Z", b"X")
 
 
 def kill_group(pgid: int) -> bool:
