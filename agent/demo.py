@@ -1,0 +1,262 @@
+"""`rsql-agent demo`: the AWS sample's whole walkthrough, locally, in one command.
+
+It starts the emulator, then runs the very commands an operator would (`rsql-cloud deploy`,
+`workflow put`, `rsql-agent run`, `workflow start --wait`, `workflow status`, `workflow logs`),
+printing each before it runs, then checks the outcome itself: the workflow audit row Completed,
+six job rows Completed with exit code 0, log lines in CloudWatch, and `rsql_blog.blog_table`
+holding 4 rows. Exit 0 only if all of that holds. Everything it started is stopped on the way
+out, Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from agent import schema
+
+WORKFLOW_ID = "blog_test_workflow"
+EXPECTED_ROWS = 4
+SHOWN_LOG_JOB = "rsql_blog_script_3.sh"
+WORKFLOW_TIMEOUT_S = 120
+AGENT_STOP_TIMEOUT_S = 30
+_REPO = Path(__file__).resolve().parent.parent
+
+
+class DemoFailed(Exception):
+    """A step of the walkthrough did not do what it should; the message says which."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = _parser().parse_args(argv)
+    script_dir = _find_script_dir(options.script_dir)
+    data_dir = Path(options.data_dir or tempfile.mkdtemp(prefix="rsql-demo-")).absolute()
+    started = time.monotonic()
+    demo = Demo(data_dir=data_dir, script_dir=script_dir)
+    try:
+        with _terminate_on_sigterm():
+            demo.run()
+    except DemoFailed as exc:
+        print(f"\nDEMO FAILED: {exc}\n(files kept in {data_dir})", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping what the demo started", file=sys.stderr)
+        return 130
+    finally:
+        demo.close()
+    elapsed = time.monotonic() - started
+    print(
+        f"\nDemo passed in {elapsed:.1f} s: workflow Completed, 6 jobs Completed, "
+        f"rsql_blog.blog_table holds {EXPECTED_ROWS} rows."
+    )
+    if options.keep or options.data_dir:
+        print(f"Files (env file, agent log, job logs) kept in {data_dir}")
+    else:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rsql-agent demo",
+        description="Run the AWS sample's walkthrough locally: emulator, deploy, put the sample "
+        "workflow, start an agent, run the workflow, show audit rows, logs and the data.",
+    )
+    parser.add_argument("--data-dir", help="keep emulator data and logs here (default: a temp dir)")
+    parser.add_argument("--script-dir", help="RSQL scripts (default: the repo's rsql_scripts)")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir afterwards")
+    return parser
+
+
+def _find_script_dir(given: str | None) -> Path:
+    for candidate in (given, _REPO / "rsql_scripts", Path.cwd() / "rsql_scripts"):
+        if candidate and (Path(candidate) / f"{WORKFLOW_ID}.json").is_file():
+            return Path(candidate).absolute()
+    raise SystemExit(
+        f"rsql-agent demo: no rsql_scripts/{WORKFLOW_ID}.json found; run it from the repository "
+        "or pass --script-dir"
+    )
+
+
+@contextlib.contextmanager
+def _terminate_on_sigterm() -> Iterator[None]:
+    # A SIGTERM to the demo (CI, a terminal closing) cleans up like Ctrl-C does.
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@dataclass
+class Demo:
+    data_dir: Path
+    script_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    execution_id: str = field(default_factory=lambda: time.strftime("demo-%Y%m%dT%H%M%S"))
+    _emulator: Any = None
+    _agent: subprocess.Popen[bytes] | None = None
+    _agent_log: IO[bytes] | None = None
+
+    def run(self) -> None:
+        self._start_emulator()
+        self._command("rsql-cloud", "deploy")
+        self._command("rsql-cloud", "workflow", "put", str(self.script_dir / f"{WORKFLOW_ID}.json"))
+        self._start_agent()
+        self._command(
+            "rsql-cloud", "workflow", "start", WORKFLOW_ID, "--execution-id", self.execution_id,
+            "--wait", "--timeout", str(WORKFLOW_TIMEOUT_S),
+        )  # fmt: skip
+        self._command("rsql-cloud", "workflow", "status", self.execution_id)
+        self._command("rsql-cloud", "workflow", "logs", self.execution_id, SHOWN_LOG_JOB)
+        rows = self._validation_query()
+        self._check_audit_rows()
+        if rows != EXPECTED_ROWS:
+            raise DemoFailed(f"rsql_blog.blog_table holds {rows} rows, expected {EXPECTED_ROWS}")
+
+    def _start_emulator(self) -> None:
+        from cloud.emulator import EmulatorProcess
+
+        _banner("Starting the local emulator (moto + Step Functions + embedded PostgreSQL)")
+        self._emulator = EmulatorProcess(self.data_dir / "emulator", script_dir=self.script_dir)
+        self._emulator.start()
+        self.env = {**os.environ, **self._emulator.env}
+        print(f"emulator at {self._emulator.endpoint_url}; env file {self._emulator.env_file}")
+        print(f"(to use it from another shell: set -a; . {self._emulator.env_file}; set +a)")
+
+    def _start_agent(self) -> None:
+        log_path = self.data_dir / "agent.log"
+        _banner(f"$ rsql-agent run   (in the background; its JSON log goes to {log_path})")
+        self._agent_log = open(log_path, "ab")  # noqa: SIM115 - closed in close()
+        self._agent = subprocess.Popen(
+            [sys.executable, "-m", "agent", "run"],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._agent_log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def _command(self, program: str, *args: str) -> None:
+        _banner("$ " + shlex.join([program, *args]))
+        module = "cloud" if program == "rsql-cloud" else "agent"
+        sys.stdout.flush()
+        done = subprocess.run([sys.executable, "-m", module, *args], env=self.env, check=False)
+        if done.returncode != 0:
+            raise DemoFailed(f"`{program} {' '.join(args)}` exited with {done.returncode}")
+        if self._agent is not None and self._agent.poll() is not None:
+            raise DemoFailed(f"the agent exited early ({self._agent.returncode}); see agent.log")
+
+    def _validation_query(self) -> int:
+        sql = "select count(*) from rsql_blog.blog_table"
+        _banner(f"$ $RSQL_BIN -c '{sql}'   (the validation query of the AWS sample)")
+        secret = self._secret()
+        done = subprocess.run(
+            [
+                self.env["RSQL_BIN"],
+                "-h",
+                str(secret["host"]),
+                "-p",
+                str(secret["port"]),
+                "-U",
+                str(secret["username"]),
+                "-d",
+                str(secret["dbname"]),
+                "-tAc",
+                sql,
+            ],
+            env={**self.env, "PGPASSWORD": str(secret["password"])},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise DemoFailed(f"the validation query failed: {done.stderr.strip()}")
+        rows = int(done.stdout.strip())
+        print(f" count\n-------\n {rows}\n(1 row)")
+        return rows
+
+    def _secret(self) -> dict[str, Any]:
+        answer = self._client("secretsmanager").get_secret_value(
+            SecretId=self.env["RSQL_AGENT_SECRET_ID"]
+        )
+        secret: dict[str, Any] = json.loads(answer["SecretString"])
+        return secret
+
+    def _check_audit_rows(self) -> None:
+        from cloud.names import StackNames
+
+        names = StackNames()
+        ddb = self._client("dynamodb")
+        row = ddb.get_item(
+            TableName=names.workflow_audit_table,
+            Key={
+                "workflow_execution_id": {"S": self.execution_id},
+                "workflow_id": {"S": WORKFLOW_ID},
+            },
+        ).get("Item", {})
+        status = row.get(schema.WorkflowAudit.EXECUTION_STATUS, {}).get("S")
+        if status != schema.COMPLETED:
+            raise DemoFailed(f"workflow audit row status is {status!r}, expected Completed")
+        jobs = [j["S"] for j in row[schema.WorkflowAudit.RSQL_JOBS]["L"]]
+        for job in jobs:
+            item = ddb.get_item(
+                TableName=names.job_audit_table,
+                Key={"job_name": {"S": job}, "workflow_execution_id": {"S": self.execution_id}},
+            ).get("Item", {})
+            job_status = item.get(schema.JobAudit.EXECUTION_STATUS, {}).get("S")
+            exit_code = item.get(schema.JobAudit.EXIT_CODE, {}).get("N")
+            if job_status != schema.COMPLETED or exit_code != "0":
+                raise DemoFailed(f"job {job}: status {job_status!r}, exit code {exit_code}")
+        if len(jobs) != 6:
+            raise DemoFailed(f"the workflow audit row lists {len(jobs)} jobs, expected 6")
+        stream = schema.log_stream_name(WORKFLOW_ID, self.execution_id, SHOWN_LOG_JOB, 1)
+        events = self._client("logs").get_log_events(
+            logGroupName=names.log_group, logStreamName=stream, startFromHead=True
+        )["events"]
+        if not events:
+            raise DemoFailed(f"log stream {stream} has no lines")
+
+    def _client(self, service: str) -> Any:
+        import boto3
+
+        return boto3.session.Session().client(
+            service,  # type: ignore[call-overload]
+            endpoint_url=self.env["AWS_ENDPOINT_URL"],
+            region_name=self.env["AWS_REGION"],
+            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
+        )
+
+    def close(self) -> None:
+        """Stop the agent (it drains on SIGTERM), then the emulator; bounded."""
+        if self._agent is not None and self._agent.poll() is None:
+            self._agent.send_signal(signal.SIGTERM)
+            try:
+                self._agent.wait(AGENT_STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self._agent.kill()
+                self._agent.wait()
+        if self._agent_log is not None:
+            self._agent_log.close()
+        if self._emulator is not None:
+            self._emulator.stop()
+
+
+def _banner(text: str) -> None:
+    print(f"\n\033[1m{text}\033[0m" if sys.stdout.isatty() else f"\n{text}", flush=True)
