@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
+
+from agent.app import Agent
+from agent.settings import Settings
 
 T = TypeVar("T")
 
@@ -47,3 +55,200 @@ def log_lines(path: Path) -> list[tuple[str, str, str]]:
         timestamp, stream, text = line[:24], line[25:28], line[29:]
         rows.append((timestamp, stream, text))
     return rows
+
+
+# -- against the emulator ---------------------------------------------------------------------
+
+ROLE_ARN = "arn:aws:iam::123456789012:role/rsql-agent-tests"
+SECRET_ID = "rsql/redshift"
+INSTANCE_ID = "i-0test000000000001"
+
+
+@dataclass(frozen=True)
+class Stack:
+    """The AWS side of one test: its own activity, state machine, audit table, log group."""
+
+    uid: str
+    activity_arn: str
+    state_machine_arn: str
+    table: str
+    log_group: str
+
+
+def task_state(activity_arn: str, timeout_s: int, heartbeat_s: int | None, retry: Any) -> dict:
+    state: dict[str, Any] = {
+        "Type": "Task",
+        "Resource": activity_arn,
+        # Always set: without it moto hides a 60 s total timeout behind HeartbeatSeconds.
+        "TimeoutSeconds": timeout_s,
+        "End": True,
+    }
+    if heartbeat_s is not None:
+        state["HeartbeatSeconds"] = heartbeat_s
+    if retry:
+        state["Retry"] = retry
+    return state
+
+
+def make_stack(
+    aws: Any,
+    uid: str,
+    *,
+    timeout_s: int = 60,
+    heartbeat_s: int | None = None,
+    retry: list[dict[str, Any]] | None = None,
+    map_jobs: bool = False,
+) -> Stack:
+    """Create the resources; the execution input is the task input as it is (`map_jobs`:
+    a Map over `$.jobs`, each item a task input, all at once)."""
+    activity_arn = aws.sfn.create_activity(name=f"t-{uid}")["activityArn"]
+    task = task_state(activity_arn, timeout_s, heartbeat_s, retry)
+    definition: dict[str, Any] = {"StartAt": "Run", "States": {"Run": task}}
+    if map_jobs:
+        definition = {
+            "StartAt": "Each",
+            "States": {
+                "Each": {
+                    "Type": "Map",
+                    "ItemsPath": "$.jobs",
+                    "MaxConcurrency": 0,
+                    "ItemProcessor": {
+                        "ProcessorConfig": {"Mode": "INLINE"},
+                        **definition,
+                    },
+                    "End": True,
+                }
+            },
+        }
+    machine = aws.sfn.create_state_machine(
+        name=f"t-{uid}", definition=json.dumps(definition), roleArn=ROLE_ARN
+    )
+    table = f"t-{uid}-job-audit"
+    aws.ddb.create_table(
+        TableName=table,
+        KeySchema=[
+            {"AttributeName": "job_name", "KeyType": "HASH"},
+            {"AttributeName": "workflow_execution_id", "KeyType": "RANGE"},
+        ],
+        AttributeDefinitions=[
+            {"AttributeName": "job_name", "AttributeType": "S"},
+            {"AttributeName": "workflow_execution_id", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    log_group = f"/t/{uid}/jobs"
+    aws.logs.create_log_group(logGroupName=log_group)
+    return Stack(uid, activity_arn, machine["stateMachineArn"], table, log_group)
+
+
+def agent_settings(tmp_path: Path, stack: Stack, **overrides: Any) -> Settings:
+    """Test-friendly settings: short intervals and deadlines, private directories."""
+    values: dict[str, Any] = {
+        "activity_arn": stack.activity_arn,
+        "secret_id": SECRET_ID,
+        "instance_id": INSTANCE_ID,
+        "script_dir": tmp_path / "scripts",
+        "log_dir": tmp_path / "logs",
+        "state_dir": tmp_path / "state",
+        "job_audit_table": stack.table,
+        "log_group": stack.log_group,
+        "worker_name": "test-worker",
+        "concurrency": 4,
+        "pollers": 2,
+        "heartbeat_interval_s": 5,
+        "drain_timeout_s": 10,
+        "kill_grace_s": 0.5,
+        "log_flush_interval_s": 0.2,
+        "aws_call_deadline_s": 10,
+        "completion_deadline_s": 10,
+    }
+    values.update(overrides)
+    Path(values["script_dir"]).mkdir(parents=True, exist_ok=True)
+    return Settings.load(**values)
+
+
+def task_input(uid: str, job_name: str, **fields: Any) -> dict[str, Any]:
+    """A task input of the contract's shape, for the execution named `exec-<uid>`."""
+    return {
+        "workflow_id": f"wf-{uid}",
+        "workflow_execution_id": f"exec-{uid}",
+        "stage_index": 0,
+        "job_name": job_name,
+        "args": [],
+        "timeout_seconds": 30,
+        "heartbeat_seconds": 30,
+        "restart_of": "",
+        **fields,
+    }
+
+
+def start(aws: Any, stack: Stack, execution_input: Any, name: str) -> str:
+    raw = execution_input if isinstance(execution_input, str) else json.dumps(execution_input)
+    response = aws.sfn.start_execution(
+        stateMachineArn=stack.state_machine_arn, name=name, input=raw
+    )
+    return str(response["executionArn"])
+
+
+def finished(aws: Any, execution_arn: str, timeout_s: float = 30.0) -> dict[str, Any]:
+    """describe_execution once the execution is no longer RUNNING."""
+
+    def done() -> dict[str, Any] | None:
+        described = aws.sfn.describe_execution(executionArn=execution_arn)
+        return described if described["status"] != "RUNNING" else None
+
+    return wait_for(done, timeout_s, f"execution {execution_arn} to end")
+
+
+def failure_of(aws: Any, execution_arn: str) -> tuple[str, str]:
+    """(error, cause) of a failed execution, from its history's last failure event."""
+    events = aws.sfn.get_execution_history(executionArn=execution_arn, reverseOrder=True)
+    for event in events["events"]:
+        for key, details in event.items():
+            if key.endswith("FailedEventDetails") and "error" in details:
+                return details["error"], details.get("cause", "")
+    raise AssertionError("no failure event in the execution history")
+
+
+def audit_row(aws: Any, stack: Stack, job_name: str, execution_id: str) -> dict[str, Any]:
+    item = aws.ddb.get_item(
+        TableName=stack.table,
+        Key={"job_name": {"S": job_name}, "workflow_execution_id": {"S": execution_id}},
+        ConsistentRead=True,
+    ).get("Item", {})
+    return {k: int(v["N"]) if "N" in v else next(iter(v.values())) for k, v in item.items()}
+
+
+def log_messages(aws: Any, stack: Stack, log_stream: str) -> list[str]:
+    events = aws.logs.get_log_events(
+        logGroupName=stack.log_group, logStreamName=log_stream, startFromHead=True
+    )["events"]
+    return [e["message"] for e in events]
+
+
+@contextmanager
+def agent_thread(settings: Settings, ready_timeout_s: float = 30.0) -> Iterator[Agent]:
+    """Run an agent in a thread of its own (with its own event loop) for the block; on exit
+    ask it to drain and wait until it has stopped."""
+    agent = Agent(settings)
+    failure: list[BaseException] = []
+
+    def main() -> None:
+        try:
+            asyncio.run(agent.run())
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=main, name="agent", daemon=True)
+    thread.start()
+    wait_for(lambda: agent.ready.is_set() or failure, ready_timeout_s, "the agent to start")
+    if failure:
+        raise failure[0]
+    try:
+        yield agent
+    finally:
+        agent.request_stop()
+        thread.join(settings.drain_timeout_s + 60)
+        assert not thread.is_alive(), "the agent did not stop"
+    if failure:
+        raise failure[0]
