@@ -21,6 +21,7 @@ from agent_helpers import (
     log_lines,
     log_messages,
     make_stack,
+    process_gone,
     start,
     task_input,
     write_script,
@@ -119,3 +120,155 @@ def test_happy_path(aws: Any, uid: str, stack: Stack, tmp_path: Path) -> None:
     assert ended[0]["exit_code"] == 0 and ended[0]["duration_ms"] == output["duration_ms"]
     # Acknowledged completions leave nothing in the journal.
     assert list(settings.state_dir.iterdir()) == []
+
+
+def test_non_zero_exit_fails_with_the_exit_code_and_last_lines(
+    aws: Any, uid: str, stack: Stack, tmp_path: Path
+) -> None:
+    settings = agent_settings(tmp_path, stack, output_tail_lines=5)
+    write_script(
+        settings.script_dir,
+        "fails.sh",
+        'for i in $(seq 1 30); do echo "step $i"; done\necho "ERROR: relation missing" >&2\nexit 7',
+    )
+    with agent_thread(settings):
+        arn = start(aws, stack, task_input(uid, "fails.sh"), f"exec-{uid}")
+        execution = finished(aws, arn)
+    assert execution["status"] == "FAILED"
+    error, cause = failure_of(aws, arn)
+    assert error == "RSQL.ScriptFailed"
+    assert "exited with code 7" in cause
+    assert cause.endswith("step 27\nstep 28\nstep 29\nstep 30\nERROR: relation missing")
+    assert "step 26" not in cause
+    row = audit_row(aws, stack, "fails.sh", f"exec-{uid}")
+    assert row["execution_status"] == "Failed" and row["exit_code"] == 7
+    assert row["error"] == "RSQL.ScriptFailed" and row["cause"] == cause
+
+
+def test_timeout_kills_the_process_group(aws: Any, uid: str, stack: Stack, tmp_path: Path) -> None:
+    settings = agent_settings(tmp_path, stack)
+    write_script(
+        settings.script_dir,
+        "slow.sh",
+        """
+        bash -c 'sleep 300 & echo "grandchild $!"; wait' &
+        sleep 300
+        """,
+    )
+    with agent_thread(settings):
+        arn = start(aws, stack, task_input(uid, "slow.sh", timeout_seconds=1), f"exec-{uid}")
+        execution = finished(aws, arn)
+    assert execution["status"] == "FAILED"
+    error, cause = failure_of(aws, arn)
+    assert error == "RSQL.ScriptTimeout"
+    assert "timeout of 1 s" in cause and "SIGTERM" in cause
+    row = audit_row(aws, stack, "slow.sh", f"exec-{uid}")
+    assert row["execution_status"] == "TimedOut" and row["error"] == "RSQL.ScriptTimeout"
+    assert 1000 <= row["duration_ms"] < 10_000
+    local = settings.log_dir / f"wf-{uid}" / f"exec-{uid}" / "slow.sh.log"
+    [grandchild] = [int(t.split()[1]) for _, _, t in log_lines(local) if t.startswith("grandc")]
+    assert process_gone(grandchild)
+
+
+def test_bad_job_names(aws: Any, uid: str, stack: Stack, tmp_path: Path) -> None:
+    settings = agent_settings(tmp_path, stack)
+    outside = write_script(tmp_path, "outside.sh", "echo should never run")
+    (settings.script_dir / "link.sh").symlink_to(outside)
+    (settings.script_dir / "a-directory.sh").mkdir()
+    cases = {
+        "../outside.sh": "RSQL.InvalidInput",
+        "link.sh": "RSQL.InvalidInput",
+        "/etc/hostname": "RSQL.InvalidInput",
+        "missing.sh": "RSQL.ScriptNotFound",
+        "a-directory.sh": "RSQL.ScriptNotFound",
+    }
+    with agent_thread(settings):
+        arns = {
+            name: start(aws, stack, task_input(uid, name), f"exec-{uid}-{i}")
+            for i, name in enumerate(cases)
+        }
+        for name, expected in cases.items():
+            assert finished(aws, arns[name])["status"] == "FAILED"
+            assert failure_of(aws, arns[name])[0] == expected, name
+    row = audit_row(aws, stack, "missing.sh", f"exec-{uid}")
+    assert row["execution_status"] == "Failed" and row["error"] == "RSQL.ScriptNotFound"
+    assert not list(settings.log_dir.rglob("*.log"))  # nothing ran
+
+
+def test_invalid_input_fails_the_task_and_the_agent_keeps_polling(
+    aws: Any, uid: str, stack: Stack, tmp_path: Path
+) -> None:
+    settings = agent_settings(tmp_path, stack)
+    write_script(settings.script_dir, "ok.sh", "echo ok")
+    bad_inputs = [
+        '"just a string"',
+        json.dumps({**task_input(uid, "ok.sh"), "stage_index": "first"}),
+        json.dumps({k: v for k, v in task_input(uid, "ok.sh").items() if k != "timeout_seconds"}),
+    ]
+    with agent_thread(settings) as agent:
+        for i, raw in enumerate(bad_inputs):
+            arn = start(aws, stack, raw, f"bad-{uid}-{i}")
+            assert finished(aws, arn)["status"] == "FAILED"
+            error, cause = failure_of(aws, arn)
+            assert error == "RSQL.InvalidInput" and "task input is not valid" in cause
+            assert ["input", "stage_index", "timeout_seconds"][i] in cause
+        arn = start(aws, stack, task_input(uid, "ok.sh"), f"exec-{uid}")
+        assert finished(aws, arn)["status"] == "SUCCEEDED"
+        assert agent.jobs_started == 4
+
+
+def test_restart_skips_a_job_that_completed_in_the_earlier_run(
+    aws: Any, uid: str, stack: Stack, tmp_path: Path
+) -> None:
+    settings = agent_settings(tmp_path, stack)
+    marker = tmp_path / "ran"
+    write_script(settings.script_dir, "done.sh", f"touch {marker}")
+    write_script(settings.script_dir, "redo.sh", f"touch {marker}-redo")
+    for job, status in (("done.sh", "Completed"), ("redo.sh", "Failed")):
+        aws.ddb.put_item(
+            TableName=stack.table,
+            Item={
+                "job_name": {"S": job},
+                "workflow_execution_id": {"S": f"first-{uid}"},
+                "execution_status": {"S": status},
+                "log_stream": {"S": f"wf-{uid}/first-{uid}/{job}"},
+            },
+        )
+    with agent_thread(settings):
+        skipped = start(aws, stack, task_input(uid, "done.sh", restart_of=f"first-{uid}"), uid)
+        rerun = start(aws, stack, task_input(uid, "redo.sh", restart_of=f"first-{uid}"), "r" + uid)
+        skipped_execution, rerun_execution = finished(aws, skipped), finished(aws, rerun)
+    assert skipped_execution["status"] == rerun_execution["status"] == "SUCCEEDED"
+    output = json.loads(skipped_execution["output"])
+    assert output["status"] == "Skipped" and output["log_stream"] == f"wf-{uid}/first-{uid}/done.sh"
+    assert json.loads(rerun_execution["output"])["status"] == "Completed"
+    assert not marker.exists() and Path(f"{marker}-redo").exists()
+    row = audit_row(aws, stack, "done.sh", f"exec-{uid}")
+    assert row["execution_status"] == "Skipped" and ISO.match(row["execution_end_ts"])
+
+
+def test_a_retried_job_gets_attempt_2_and_its_own_log_stream(
+    aws: Any, uid: str, tmp_path: Path
+) -> None:
+    retry = [{"ErrorEquals": ["RSQL.ScriptFailed"], "IntervalSeconds": 1, "MaxAttempts": 1}]
+    stack = make_stack(aws, uid, retry=retry)
+    settings = agent_settings(tmp_path, stack)
+    marker = tmp_path / "first-attempt-done"
+    write_script(
+        settings.script_dir,
+        "flaky.sh",
+        f"if [ -e {marker} ]; then echo second; else touch {marker}; echo first; exit 1; fi",
+    )
+    with agent_thread(settings) as agent:
+        arn = start(aws, stack, task_input(uid, "flaky.sh"), f"exec-{uid}")
+        execution = finished(aws, arn)
+        assert agent.jobs_started == 2
+    assert execution["status"] == "SUCCEEDED"
+    stream = f"wf-{uid}/exec-{uid}/flaky.sh"
+    assert json.loads(execution["output"])["log_stream"] == f"{stream}/2"
+    row = audit_row(aws, stack, "flaky.sh", f"exec-{uid}")
+    assert row["attempt"] == 2 and row["log_stream"] == f"{stream}/2"
+    assert row["execution_status"] == "Completed" and "error" not in row and row["exit_code"] == 0
+    assert log_messages(aws, stack, stream) == ["first"]
+    assert log_messages(aws, stack, f"{stream}/2") == ["second"]
+    assert (settings.log_dir / f"wf-{uid}" / f"exec-{uid}" / "flaky.sh.2.log").exists()
