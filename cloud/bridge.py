@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 import time
 import uuid
@@ -51,25 +50,15 @@ MOTO_VERSION: Final = "5.2.5"
 POLL_WAIT_ENV: Final = "RSQL_EMULATOR_POLL_WAIT_S"
 # AWS holds an empty GetActivityTask open for 60 s.
 DEFAULT_POLL_WAIT_S: Final = 60.0
-# Closed tokens remembered so late calls answer TaskTimedOut; older ones answer TaskDoesNotExist.
+# Closed tokens remembered so late calls answer TaskTimedOut; older ones, like tokens never
+# issued, get moto's answer: InvalidToken (HTTP 400).
 MAX_CLOSED_TOKENS: Final = 100_000
-_UUID_RE: Final = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 _log = logging.getLogger(__name__)
 
 
 class TaskTimedOut(AWSError):
     TYPE = "TaskTimedOut"
-    STATUS = 400
-
-
-class TaskDoesNotExist(AWSError):
-    TYPE = "TaskDoesNotExist"
-    STATUS = 400
-
-
-class InvalidToken(AWSError):
-    TYPE = "InvalidToken"
     STATUS = 400
 
 
@@ -184,12 +173,9 @@ class ActivityHub:
         task = self._open.get(token)
         if task is not None and self._is_live(task):
             return task
-        if task is not None or token in self._closed:
-            self._close_locked(token)
-            raise TaskTimedOut("Task Timed Out: 'Provided task does not exist anymore'")
-        if _UUID_RE.match(token):
-            raise TaskDoesNotExist("Task Does Not Exist: 'Provided task does not exist'")
-        raise InvalidToken("Invalid Token: 'Invalid token'")
+        # Only tokens the hub knows come here (see knows()): this one is over.
+        self._close_locked(token)
+        raise TaskTimedOut("Task Timed Out: 'Provided task does not exist anymore'")
 
     def _close_locked(self, token: str) -> None:
         task = self._open.pop(token, None)
@@ -375,7 +361,8 @@ def _patch_backend(hub: ActivityHub) -> None:
     original_failure = backend_cls.send_task_failure
     original_heartbeat = backend_cls.send_task_heartbeat
 
-    # (2) Activity tokens are answered by the hub; other tokens (.waitForTaskToken) by moto.
+    # (2) Activity tokens are answered by the hub; others (.waitForTaskToken callbacks, tokens
+    # never issued: InvalidToken) by moto.
     def send_task_success(self: Any, task_token: str, outcome: str) -> None:
         if not hub.knows(task_token):
             return original_success(self, task_token, outcome)  # type: ignore[no-any-return]

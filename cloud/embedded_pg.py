@@ -26,7 +26,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Final
+from typing import IO, Any, Final
 
 DEFAULT_USER: Final = "awsuser"
 DEFAULT_DATABASE: Final = "dev"
@@ -155,6 +155,16 @@ class EmbeddedPostgres:
             "PGDATABASE": self.database,
         }
 
+    def _identity(self) -> dict[str, Any]:
+        """Popen arguments that run a child as the server user, its group only: with root's
+        group kept, a root-owned 0701 parent (a pytest tmp dir) would deny it traversal."""
+        if self._run_as is None:
+            return {}
+        import pwd
+
+        entry = pwd.getpwnam(self._run_as)
+        return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
     # Setup.
 
     def _initdb(self, deadline: float) -> None:
@@ -224,8 +234,8 @@ class EmbeddedPostgres:
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            user=self._run_as,
             cwd=self.data_dir,
+            **self._identity(),
         )
         while not self._ready():
             if self._proc.poll() is not None:
@@ -284,8 +294,8 @@ class EmbeddedPostgres:
                 capture_output=True,
                 text=True,
                 env=env,
-                user=self._run_as if as_server_user else None,
                 cwd=self.data_dir,
+                **(self._identity() if as_server_user else {}),
                 timeout=max(deadline - time.monotonic(), 1.0),
                 check=False,
             )

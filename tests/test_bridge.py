@@ -1,0 +1,588 @@
+"""The activity bridge (cloud/bridge.py), driven through boto3 against the running emulator.
+
+One test per gap DESIGN.md lists for moto 5.2.5, then the interpreter features the state
+machine relies on (service integrations, error names, intrinsics), so a moto upgrade that
+breaks one fails here first.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+from conftest import POLL_WAIT_S, AwsClients
+
+ROLE_ARN = "arn:aws:iam::123456789012:role/rsql-test-role"
+
+
+# Helpers.
+
+
+def make_activity(aws: AwsClients, uid: str) -> str:
+    return str(aws.sfn.create_activity(name=f"jobs-{uid}")["activityArn"])
+
+
+def make_machine(aws: AwsClients, uid: str, definition: dict[str, Any]) -> str:
+    response = aws.sfn.create_state_machine(
+        name=f"sm-{uid}", definition=json.dumps(definition), roleArn=ROLE_ARN
+    )
+    return str(response["stateMachineArn"])
+
+
+def one_task(activity: str, **task: Any) -> dict[str, Any]:
+    """A state machine with a single activity Task."""
+    return {"StartAt": "Run", "States": {"Run": {"Type": "Task", "Resource": activity, **task}}}
+
+
+def start(aws: AwsClients, machine: str, payload: dict[str, Any] | None = None) -> str:
+    response = aws.sfn.start_execution(stateMachineArn=machine, input=json.dumps(payload or {}))
+    return str(response["executionArn"])
+
+
+def wait_done(aws: AwsClients, execution: str, timeout_s: float = 15.0) -> dict[str, Any]:
+    """Poll DescribeExecution until the execution is no longer RUNNING."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        described: dict[str, Any] = aws.sfn.describe_execution(executionArn=execution)
+        if described["status"] != "RUNNING":
+            return described
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{execution} still RUNNING after {timeout_s} s")
+        time.sleep(0.05)
+
+
+def take(aws: AwsClients, activity: str, timeout_s: float = 15.0) -> dict[str, Any]:
+    """GetActivityTask until a task comes (each empty poll lasts POLL_WAIT_S)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        task: dict[str, Any] = aws.sfn.get_activity_task(activityArn=activity, workerName="t")
+        if task.get("taskToken"):
+            return task
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no task on {activity} within {timeout_s} s")
+
+
+def error_of(call: Any, **kwargs: Any) -> tuple[str, int]:
+    """(error code, HTTP status) of a call that must fail."""
+    with pytest.raises(ClientError) as info:
+        call(**kwargs)
+    response = info.value.response
+    return response["Error"]["Code"], response["ResponseMetadata"]["HTTPStatusCode"]
+
+
+def history_types(aws: AwsClients, execution: str) -> list[str]:
+    events = aws.sfn.get_execution_history(executionArn=execution)["events"]
+    return [event["type"] for event in events]
+
+
+# (1) Routing and the activity store.
+
+
+def test_activity_task_reaches_a_worker_and_its_output_becomes_the_state_output(
+    aws: AwsClients, uid: str
+) -> None:
+    activity = make_activity(aws, uid)
+    machine = make_machine(aws, uid, one_task(activity, TimeoutSeconds=30, End=True))
+    execution = start(aws, machine, {"job_name": "a.sh"})
+
+    task = take(aws, activity)
+    assert json.loads(task["input"]) == {"job_name": "a.sh"}
+    aws.sfn.send_task_success(taskToken=task["taskToken"], output='{"exit_code": 0}')
+
+    described = wait_done(aws, execution)
+    assert described["status"] == "SUCCEEDED"
+    assert json.loads(described["output"]) == {"exit_code": 0}
+    assert "ActivityStarted" in history_types(aws, execution)
+
+
+def test_an_empty_poll_waits_the_poll_time_then_returns_no_token(aws: AwsClients, uid: str) -> None:
+    activity = make_activity(aws, uid)
+    started = time.monotonic()
+    task = aws.sfn.get_activity_task(activityArn=activity)
+    elapsed = time.monotonic() - started
+    assert "taskToken" not in task
+    assert POLL_WAIT_S - 0.2 <= elapsed < POLL_WAIT_S + 2
+
+
+def test_a_task_scheduled_while_a_worker_polls_is_delivered_at_once(
+    aws: AwsClients, uid: str
+) -> None:
+    activity = make_activity(aws, uid)
+    # The Wait state schedules the task about 1 s after the poll below has started waiting.
+    definition = {
+        "StartAt": "Later",
+        "States": {
+            "Later": {"Type": "Wait", "Seconds": 1, "Next": "Run"},
+            "Run": {"Type": "Task", "Resource": activity, "TimeoutSeconds": 30, "End": True},
+        },
+    }
+    machine = make_machine(aws, uid, definition)
+    with ThreadPoolExecutor(1) as pool:
+        started = time.monotonic()
+        poll = pool.submit(aws.sfn.get_activity_task, activityArn=activity)
+        execution = start(aws, machine)
+        task = poll.result(timeout=POLL_WAIT_S + 5)
+        elapsed = time.monotonic() - started
+    assert task.get("taskToken"), "the waiting poll got nothing"
+    assert elapsed < POLL_WAIT_S - 0.5, f"delivered only at the end of the wait ({elapsed:.1f} s)"
+    aws.sfn.send_task_success(taskToken=task["taskToken"], output="{}")
+    assert wait_done(aws, execution)["status"] == "SUCCEEDED"
+
+
+# (6) Unknown activity.
+
+
+def test_polling_an_unknown_activity_answers_activity_does_not_exist(
+    aws: AwsClients, uid: str
+) -> None:
+    # As AWS: an error (HTTP 400), not an empty answer a poller would repeat at once.
+    missing = f"arn:aws:states:us-east-1:123456789012:activity:missing-{uid}"
+    assert error_of(aws.sfn.get_activity_task, activityArn=missing) == (
+        "ActivityDoesNotExist",
+        400,
+    )
+    deleted = make_activity(aws, uid)
+    aws.sfn.delete_activity(activityArn=deleted)
+    assert error_of(aws.sfn.get_activity_task, activityArn=deleted)[0] == "ActivityDoesNotExist"
+
+
+# (2) Closed and unknown tokens.
+
+
+def test_calls_on_a_timed_out_token_answer_task_timed_out(aws: AwsClients, uid: str) -> None:
+    activity = make_activity(aws, uid)
+    machine = make_machine(
+        aws, uid, one_task(activity, HeartbeatSeconds=1, TimeoutSeconds=20, End=True)
+    )
+    execution = start(aws, machine)
+    token = take(aws, activity)["taskToken"]
+
+    described = wait_done(aws, execution)  # no heartbeat: times out after 1 s
+    assert (described["status"], described["error"]) == ("FAILED", "States.Timeout")
+
+    assert error_of(aws.sfn.send_task_heartbeat, taskToken=token) == ("TaskTimedOut", 400)
+    assert error_of(aws.sfn.send_task_success, taskToken=token, output="{}") == (
+        "TaskTimedOut",
+        400,
+    )
+    assert error_of(aws.sfn.send_task_failure, taskToken=token, error="X") == (
+        "TaskTimedOut",
+        400,
+    )
+
+
+def test_a_completed_token_answers_task_timed_out(aws: AwsClients, uid: str) -> None:
+    activity = make_activity(aws, uid)
+    machine = make_machine(aws, uid, one_task(activity, TimeoutSeconds=30, End=True))
+    execution = start(aws, machine)
+    token = take(aws, activity)["taskToken"]
+    aws.sfn.send_task_success(taskToken=token, output='{"n": 1}')
+
+    # A second completion must not be accepted and must not change the result.
+    assert error_of(aws.sfn.send_task_success, taskToken=token, output='{"n": 2}') == (
+        "TaskTimedOut",
+        400,
+    )
+    assert json.loads(wait_done(aws, execution)["output"]) == {"n": 1}
+
+
+def test_tokens_never_issued_answer_invalid_token(aws: AwsClients) -> None:
+    # AWS answers InvalidToken for a token it cannot read; emulator tokens are UUIDs.
+    for token in ("not-a-token", str(uuid.uuid4())):
+        assert error_of(aws.sfn.send_task_heartbeat, taskToken=token) == ("InvalidToken", 400)
+        assert error_of(aws.sfn.send_task_success, taskToken=token, output="{}") == (
+            "InvalidToken",
+            400,
+        )
+        assert error_of(aws.sfn.send_task_failure, taskToken=token, error="E") == (
+            "InvalidToken",
+            400,
+        )
+
+
+# (3) StopExecution.
+
+
+def test_stop_execution_aborts_at_once_and_keeps_error_and_cause(aws: AwsClients, uid: str) -> None:
+    activity = make_activity(aws, uid)
+    machine = make_machine(
+        aws, uid, one_task(activity, HeartbeatSeconds=30, TimeoutSeconds=60, End=True)
+    )
+    execution = start(aws, machine)
+    token = take(aws, activity)["taskToken"]
+
+    aws.sfn.stop_execution(executionArn=execution, error="Ops.Stopped", cause="by an operator")
+    described = aws.sfn.describe_execution(executionArn=execution)  # no waiting: at once
+    assert described["status"] == "ABORTED"
+    assert (described["error"], described["cause"]) == ("Ops.Stopped", "by an operator")
+    assert "stopDate" in described
+
+    # The worker holding the task learns it is over at its next heartbeat.
+    assert error_of(aws.sfn.send_task_heartbeat, taskToken=token) == ("TaskTimedOut", 400)
+    deadline = time.monotonic() + 5
+    while history_types(aws, execution)[-1] != "ExecutionAborted":
+        assert time.monotonic() < deadline, history_types(aws, execution)
+        time.sleep(0.05)
+    assert aws.sfn.describe_execution(executionArn=execution)["status"] == "ABORTED"
+
+
+# (4) SendTaskFailure's cause.
+
+
+def test_send_task_failure_keeps_the_cause_for_catch(aws: AwsClients, uid: str) -> None:
+    activity = make_activity(aws, uid)
+    definition = {
+        "StartAt": "Run",
+        "States": {
+            "Run": {
+                "Type": "Task",
+                "Resource": activity,
+                "TimeoutSeconds": 30,
+                "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Done"}],
+                "End": True,
+            },
+            "Done": {"Type": "Pass", "End": True},
+        },
+    }
+    execution = start(aws, make_machine(aws, uid, definition), {"job": "x"})
+    token = take(aws, activity)["taskToken"]
+    aws.sfn.send_task_failure(
+        taskToken=token, error="RSQL.ScriptFailed", cause="exit code 3: ERROR: relation"
+    )
+    output = json.loads(wait_done(aws, execution)["output"])
+    assert output == {
+        "job": "x",
+        "error": {"Error": "RSQL.ScriptFailed", "Cause": "exit code 3: ERROR: relation"},
+    }
+
+
+# (5) Dead tasks are never handed out.
+
+
+def test_get_activity_task_skips_tasks_that_timed_out_or_whose_execution_stopped(
+    aws: AwsClients, uid: str
+) -> None:
+    activity = make_activity(aws, uid)
+    machine = make_machine(aws, uid, one_task(activity, TimeoutSecondsPath="$.t", End=True))
+    timed_out = start(aws, machine, {"t": 1, "which": "timed out"})
+    stopped = start(aws, machine, {"t": 60, "which": "stopped"})
+    live = start(aws, machine, {"t": 60, "which": "live"})
+
+    aws.sfn.stop_execution(executionArn=stopped)
+    described = wait_done(aws, timed_out)  # never taken: times out in the queue
+    assert (described["status"], described["error"]) == ("FAILED", "States.Timeout")
+
+    task = take(aws, activity)
+    assert json.loads(task["input"])["which"] == "live"
+    aws.sfn.send_task_success(taskToken=task["taskToken"], output="{}")
+    assert wait_done(aws, live)["status"] == "SUCCEEDED"
+
+
+# Timeouts, heartbeats, retries.
+
+
+def test_heartbeats_keep_a_task_alive_past_its_heartbeat_seconds(aws: AwsClients, uid: str) -> None:
+    activity = make_activity(aws, uid)
+    machine = make_machine(
+        aws, uid, one_task(activity, HeartbeatSeconds=1, TimeoutSeconds=20, End=True)
+    )
+    execution = start(aws, machine)
+    token = take(aws, activity)["taskToken"]
+    # Three heartbeat periods, a heartbeat every 0.3 s: the task must survive them all.
+    until = time.monotonic() + 3
+    while time.monotonic() < until:
+        aws.sfn.send_task_heartbeat(taskToken=token)
+        time.sleep(0.3)
+    aws.sfn.send_task_success(taskToken=token, output='{"alive": true}')
+    described = wait_done(aws, execution)
+    assert described["status"] == "SUCCEEDED", described.get("error")
+
+
+def test_a_heartbeat_timeout_is_retried_with_a_new_token(aws: AwsClients, uid: str) -> None:
+    activity = make_activity(aws, uid)
+    # The paths the workflow uses: HeartbeatSecondsPath and TimeoutSecondsPath from the input.
+    task_state = {
+        "HeartbeatSecondsPath": "$.heartbeat_seconds",
+        "TimeoutSecondsPath": "$.timeout_seconds",
+        "Retry": [{"ErrorEquals": ["States.Timeout"], "IntervalSeconds": 1, "MaxAttempts": 3}],
+        "End": True,
+    }
+    machine = make_machine(aws, uid, one_task(activity, **task_state))
+    execution = start(aws, machine, {"heartbeat_seconds": 1, "timeout_seconds": 20})
+
+    first = take(aws, activity)  # then silence: the host "died"
+    second = take(aws, activity)
+    assert second["taskToken"] != first["taskToken"]
+    assert second["input"] == first["input"]
+    assert error_of(aws.sfn.send_task_heartbeat, taskToken=first["taskToken"])[0] == (
+        "TaskTimedOut"
+    )
+    aws.sfn.send_task_success(taskToken=second["taskToken"], output='{"attempt": 2}')
+    described = wait_done(aws, execution)
+    assert json.loads(described["output"]) == {"attempt": 2}
+    assert history_types(aws, execution).count("ActivityTimedOut") == 1
+
+
+def test_timeout_seconds_path_fails_an_unanswered_task_with_states_timeout(
+    aws: AwsClients, uid: str
+) -> None:
+    activity = make_activity(aws, uid)
+    machine = make_machine(aws, uid, one_task(activity, TimeoutSecondsPath="$.t", End=True))
+    execution = start(aws, machine, {"t": 2})
+    take(aws, activity)
+    started = time.monotonic()
+    described = wait_done(aws, execution)
+    assert (described["status"], described["error"]) == ("FAILED", "States.Timeout")
+    assert time.monotonic() - started < 4
+
+
+def test_retry_and_catch_match_custom_error_names(aws: AwsClients, uid: str) -> None:
+    activity = make_activity(aws, uid)
+    definition = {
+        "StartAt": "Run",
+        "States": {
+            "Run": {
+                "Type": "Task",
+                "Resource": activity,
+                "TimeoutSeconds": 30,
+                "Retry": [
+                    {"ErrorEquals": ["Agent.ShuttingDown"], "IntervalSeconds": 1, "MaxAttempts": 3}
+                ],
+                "Catch": [
+                    {
+                        "ErrorEquals": ["RSQL.ScriptFailed"],
+                        "ResultPath": "$.error",
+                        "Next": "Failed",
+                    }
+                ],
+                "End": True,
+            },
+            "Failed": {"Type": "Pass", "End": True},
+        },
+    }
+    execution = start(aws, make_machine(aws, uid, definition))
+    first = take(aws, activity)["taskToken"]
+    aws.sfn.send_task_failure(taskToken=first, error="Agent.ShuttingDown", cause="draining")
+    second = take(aws, activity)["taskToken"]  # retried: another host takes it
+    assert second != first
+    aws.sfn.send_task_failure(taskToken=second, error="RSQL.ScriptFailed", cause="exit code 1")
+    output = json.loads(wait_done(aws, execution)["output"])
+    assert output["error"] == {"Error": "RSQL.ScriptFailed", "Cause": "exit code 1"}
+
+
+# (10) and (7): smaller gaps.
+
+
+def test_executions_started_without_a_name_get_distinct_names(aws: AwsClients, uid: str) -> None:
+    machine = make_machine(
+        aws, uid, {"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}
+    )
+    first = aws.sfn.start_execution(stateMachineArn=machine)["executionArn"]
+    second = aws.sfn.start_execution(stateMachineArn=machine)["executionArn"]
+    assert first != second
+    assert not first.endswith(":None")
+
+
+def test_complete_lifecycle_action_is_accepted(aws: AwsClients) -> None:
+    response = aws.autoscaling.complete_lifecycle_action(
+        AutoScalingGroupName="rsql-agents",
+        LifecycleHookName="drain",
+        LifecycleActionResult="CONTINUE",
+        InstanceId="i-0test000000000001",
+    )
+    assert response["ResponseMetadata"]["HTTPStatusCode"] == 200
+
+
+# What the interpreter does for the workflow definition (findings, kept as tests).
+
+
+def test_dynamodb_integrations_and_the_conditional_check_error_name(
+    aws: AwsClients, uid: str
+) -> None:
+    table = f"locks-{uid}"
+    aws.ddb.create_table(
+        TableName=table,
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    lock = {
+        "Type": "Task",
+        "Resource": "arn:aws:states:::dynamodb:updateItem",
+        "Parameters": {
+            "TableName": table,
+            "Key": {"id": {"S": "w1"}},
+            "UpdateExpression": "SET #lock = :me",
+            "ConditionExpression": "attribute_exists(id) AND attribute_not_exists(#lock)",
+            "ExpressionAttributeNames": {"#lock": "holder"},
+            "ExpressionAttributeValues": {":me": {"S.$": "$$.Execution.Name"}},
+        },
+        "ResultPath": None,
+    }
+    definition = {
+        "StartAt": "Put",
+        "States": {
+            "Put": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::dynamodb:putItem",
+                "Parameters": {
+                    "TableName": table,
+                    "Item": {"id": {"S": "w1"}, "at": {"S.$": "$$.State.EnteredTime"}},
+                },
+                "ResultPath": None,
+                "Next": "Lock",
+            },
+            "Lock": {**lock, "Next": "LockAgain"},
+            "LockAgain": {
+                **lock,
+                "Catch": [
+                    {
+                        "ErrorEquals": ["DynamoDB.ConditionalCheckFailedException"],
+                        "ResultPath": "$.error",
+                        "Next": "Get",
+                    }
+                ],
+                "Next": "Get",
+            },
+            "Get": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::dynamodb:getItem",
+                "Parameters": {"TableName": table, "Key": {"id": {"S": "w1"}}},
+                "ResultPath": "$.got",
+                "End": True,
+            },
+        },
+    }
+    execution = start(aws, make_machine(aws, uid, definition))
+    described = wait_done(aws, execution)
+    assert described["status"] == "SUCCEEDED", described.get("cause")
+    output = json.loads(described["output"])
+    assert output["error"]["Error"] == "DynamoDB.ConditionalCheckFailedException"
+    assert output["got"]["Item"]["holder"] == {"S": execution.rsplit(":", 1)[1]}
+
+
+def test_sns_publish_integration(aws: AwsClients, uid: str) -> None:
+    topic = aws.sns.create_topic(Name=f"notify-{uid}")["TopicArn"]
+    definition = {
+        "StartAt": "Notify",
+        "States": {
+            "Notify": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::sns:publish",
+                "Parameters": {
+                    "TopicArn": topic,
+                    "Subject.$": "States.Format('rsql workflow {} {}', $.w, 'Completed')",
+                    "Message": "done",
+                },
+                "End": True,
+            }
+        },
+    }
+    described = wait_done(aws, start(aws, make_machine(aws, uid, definition), {"w": "wf"}))
+    assert described["status"] == "SUCCEEDED", described.get("cause")
+    assert json.loads(described["output"])["MessageId"]
+
+
+def test_fail_state_error_path_and_cause_path(aws: AwsClients, uid: str) -> None:
+    definition = {
+        "StartAt": "Fail",
+        "States": {"Fail": {"Type": "Fail", "ErrorPath": "$.e.Error", "CausePath": "$.e.Cause"}},
+    }
+    payload = {"e": {"Error": "RSQL.ScriptFailed", "Cause": "exit code 2"}}
+    described = wait_done(aws, start(aws, make_machine(aws, uid, definition), payload))
+    assert (described["status"], described["error"], described["cause"]) == (
+        "FAILED",
+        "RSQL.ScriptFailed",
+        "exit code 2",
+    )
+
+
+def test_intrinsics_in_pass_parameters_and_map_item_selector(aws: AwsClients, uid: str) -> None:
+    definition = {
+        "StartAt": "Settings",
+        "States": {
+            "Settings": {
+                "Type": "Pass",
+                "Parameters": {
+                    "n.$": "States.StringToJson($.n)",
+                    "items.$": "$.items",
+                    "timeout.$": "States.MathAdd(States.StringToJson($.n), 60)",
+                },
+                "Next": "Each",
+            },
+            "Each": {
+                "Type": "Map",
+                "ItemsPath": "$.items",
+                "MaxConcurrencyPath": "$.n",
+                "ItemSelector": {
+                    "name.$": "$$.Map.Item.Value.S",
+                    "index.$": "$$.Map.Item.Index",
+                    "limit.$": "States.MathAdd($.timeout, 1)",
+                    "parsed.$": "States.StringToJson('{\"a\": 1}')",
+                },
+                "ItemProcessor": {
+                    "ProcessorConfig": {"Mode": "INLINE"},
+                    "StartAt": "Echo",
+                    "States": {"Echo": {"Type": "Pass", "End": True}},
+                },
+                "End": True,
+            },
+        },
+    }
+    payload = {"n": "2", "items": [{"S": "a.sh"}, {"S": "b.sh"}]}
+    described = wait_done(aws, start(aws, make_machine(aws, uid, definition), payload))
+    assert described["status"] == "SUCCEEDED", described.get("cause")
+    assert json.loads(described["output"]) == [
+        {"name": "a.sh", "index": 0, "limit": 63, "parsed": {"a": 1}},
+        {"name": "b.sh", "index": 1, "limit": 63, "parsed": {"a": 1}},
+    ]
+
+
+def test_map_max_concurrency_path_limits_activity_tasks_in_flight(
+    aws: AwsClients, uid: str
+) -> None:
+    activity = make_activity(aws, uid)
+    definition = {
+        "StartAt": "Each",
+        "States": {
+            "Each": {
+                "Type": "Map",
+                "ItemsPath": "$.jobs",
+                "MaxConcurrencyPath": "$.max",
+                "ItemProcessor": {
+                    "ProcessorConfig": {"Mode": "INLINE"},
+                    "StartAt": "Run",
+                    "States": {
+                        "Run": {
+                            "Type": "Task",
+                            "Resource": activity,
+                            "TimeoutSeconds": 30,
+                            "End": True,
+                        }
+                    },
+                },
+                "End": True,
+            }
+        },
+    }
+    jobs = [{"job_name": "a"}, {"job_name": "b"}]
+    execution = start(aws, make_machine(aws, uid, definition), {"jobs": jobs, "max": 1})
+    first = take(aws, activity)
+    with ThreadPoolExecutor(1) as pool:
+        second_poll = pool.submit(aws.sfn.get_activity_task, activityArn=activity)
+        # With one in flight, the second job must not be scheduled yet.
+        with pytest.raises(FutureTimeout):
+            second_poll.result(timeout=1)
+        aws.sfn.send_task_success(taskToken=first["taskToken"], output='"one"')
+        second = second_poll.result(timeout=POLL_WAIT_S + 5)
+    assert second.get("taskToken"), "the second job was not scheduled after the first ended"
+    names = {json.loads(task["input"])["job_name"] for task in (first, second)}
+    assert names == {"a", "b"}
+    aws.sfn.send_task_success(taskToken=second["taskToken"], output='"two"')
+    assert wait_done(aws, execution)["status"] == "SUCCEEDED"
