@@ -55,7 +55,8 @@ class Agent:
         self._force = asyncio.Event()
         self._draining = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._pollers: list[asyncio.Task[None]] = []
+        self._pollers: list[Poller] = []
+        self._poller_tasks: list[asyncio.Task[None]] = []
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._aws: Aws | None = None
@@ -77,6 +78,11 @@ class Agent:
             if self._aws is not None:
                 self._aws.close()
             log.info("agent_stopped")
+
+    @property
+    def polls_started(self) -> int:
+        """GetActivityTask calls made so far (for tests and metrics)."""
+        return sum(poller.polls for poller in self._pollers)
 
     def request_stop(self) -> None:
         """Drain and stop: no new polls, running jobs get drain_timeout_s. Thread-safe."""
@@ -161,7 +167,8 @@ class Agent:
                 self._accept,
                 self.settings.poll_error_backoff_max_s,
             )
-            self._pollers.append(asyncio.create_task(poller.run(), name=poller.name))
+            self._pollers.append(poller)
+            self._poller_tasks.append(asyncio.create_task(poller.run(), name=poller.name))
 
     def _accept(self, token: str, raw_input: str) -> bool:
         """A poll returned a task: run it, or during a drain fail it back at once."""
@@ -213,9 +220,9 @@ class Agent:
                 job.cancel(CancelReason.SHUTTING_DOWN)
             grace = self.settings.kill_grace_s + CANCEL_REPORT_TIMEOUT_S
             await self._wait_tasks(time.monotonic() + grace)
-        for task in [*self._tasks, *self._pollers]:
+        for task in [*self._tasks, *self._poller_tasks]:
             task.cancel()
-        await asyncio.gather(*self._tasks, *self._pollers, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._poller_tasks, return_exceptions=True)
         log.info("drain_finished", duration_ms=int((time.monotonic() - started) * 1000))
 
     async def _wait_tasks(self, deadline: float) -> None:
