@@ -80,6 +80,7 @@ def test_resolve_prefers_the_setting_then_imds_then_worker_name(
     imds: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.delenv("RSQL_AGENT_INSTANCE_ID", raising=False)
     common = {"activity_arn": ARN, "script_dir": tmp_path, "worker_name": "host-7"}
     configured = Settings.load(instance_id="i-configured", imds_endpoint_url=imds, **common)
     assert asyncio.run(resolve_instance_id(configured)) == "i-configured"
