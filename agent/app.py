@@ -80,6 +80,13 @@ class Agent:
             log.info("agent_stopped")
 
     @property
+    def aws(self) -> Aws:
+        """The AWS layer (after start): its clients are where call counts can be observed."""
+        if self._aws is None:
+            raise RuntimeError("the agent has not started")
+        return self._aws
+
+    @property
     def polls_started(self) -> int:
         """GetActivityTask calls made so far (for tests and metrics)."""
         return sum(poller.polls for poller in self._pollers)

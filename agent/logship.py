@@ -33,6 +33,7 @@ MAX_MESSAGE_BYTES: Final = MAX_EVENT_BYTES - EVENT_OVERHEAD_BYTES
 MAX_BATCH_SPAN_MS: Final = 24 * 3600 * 1000
 # The file is read in windows: memory stays flat however far behind the shipper is.
 READ_WINDOW_BYTES: Final = 2 * 1024 * 1024
+IDLE_CHECK_S: Final = 5.0
 
 
 class BatchLimitError(Exception):
@@ -184,7 +185,9 @@ class LogShipper:
             if not await self._create_stream():
                 return
             while not self._closing.is_set():
-                await self._output.wake.wait()
+                # Woken by new output; the timer is a backstop for writes it did not see.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._output.wake.wait(), timeout=IDLE_CHECK_S)
                 # Collect for one interval: fewer, fuller batches (a short job ships once).
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closing.wait(), timeout=self._interval_s)

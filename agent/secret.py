@@ -10,10 +10,13 @@ import json
 from collections.abc import Mapping
 from typing import Final
 
+import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent import logs
 from agent.aws import Aws, error_code
+
+log = structlog.get_logger(__name__)
 
 
 class SecretError(Exception):
@@ -70,6 +73,7 @@ def connection_env(connection: Connection) -> dict[str, str]:
 async def load_connection_env(aws: Aws, secret_id: str | None) -> dict[str, str]:
     """Fetch the secret once and return its environment variables ({} with no secret)."""
     if not secret_id:
+        log.warning("no_secret_configured", detail="scripts get no connection settings")
         return {}
     try:
         response = await aws.call(aws.secretsmanager.get_secret_value, SecretId=secret_id)

@@ -3,6 +3,7 @@ audit row, the CloudWatch stream and the local log checked."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import re
@@ -28,6 +29,7 @@ from agent_helpers import (
 )
 
 from agent import logs
+from agent.app import StartupError, running
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -272,3 +274,45 @@ def test_a_retried_job_gets_attempt_2_and_its_own_log_stream(
     assert log_messages(aws, stack, stream) == ["first"]
     assert log_messages(aws, stack, f"{stream}/2") == ["second"]
     assert (settings.log_dir / f"wf-{uid}" / f"exec-{uid}" / "flaky.sh.2.log").exists()
+
+
+def _count_calls(agent: Any) -> dict[str, int]:
+    """Count every API call the agent's clients make from now on (botocore's own hook)."""
+    counts: dict[str, int] = {}
+
+    def count(model: Any, **_: Any) -> None:
+        counts[model.name] = counts.get(model.name, 0) + 1
+
+    for client in (agent.aws.sfn, agent.aws.logs, agent.aws.dynamodb, agent.aws.secretsmanager):
+        client.meta.events.register("before-call", count)
+    return counts
+
+
+def test_a_short_job_costs_five_calls_besides_the_poll(
+    aws: Any, uid: str, stack: Stack, tmp_path: Path
+) -> None:
+    settings = agent_settings(tmp_path, stack)
+    write_script(settings.script_dir, "quick.sh", "echo one\necho two")
+    with agent_thread(settings) as agent:
+        counts = _count_calls(agent)
+        arn = start(aws, stack, task_input(uid, "quick.sh"), f"exec-{uid}")
+        assert finished(aws, arn)["status"] == "SUCCEEDED"
+    assert counts == {
+        "UpdateItem": 2,  # audit Running, audit Completed
+        "CreateLogStream": 1,
+        "PutLogEvents": 1,
+        "SendTaskSuccess": 1,
+    }
+
+
+def test_an_unreadable_secret_stops_the_start_with_a_clear_error(
+    stack: Stack, tmp_path: Path
+) -> None:
+    settings = agent_settings(tmp_path, stack, secret_id="no/such/secret", aws_call_deadline_s=1)
+
+    async def start_agent() -> None:
+        async with running(settings):
+            raise AssertionError("the agent started without its secret")
+
+    with pytest.raises(StartupError, match="cannot read secret 'no/such/secret'"):
+        asyncio.run(start_agent())

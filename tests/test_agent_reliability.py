@@ -220,3 +220,28 @@ def test_after_a_crash_the_next_start_kills_orphans_and_fails_the_task_back(
     assert failure_of(aws, arn)[0] == "Agent.ShuttingDown"
     assert audit_row(aws, stack, "orphan.sh", f"exec-{uid}")["execution_status"] == "Abandoned"
     assert list(settings.state_dir.iterdir()) == []
+
+
+def test_a_second_sigint_stops_at_once_and_the_journal_remembers(
+    aws: Any, uid: str, tmp_path: Path
+) -> None:
+    stack = make_stack(aws, uid)
+    settings = agent_settings(tmp_path, stack, drain_timeout_s=60)
+    write_script(settings.script_dir, "long.sh", 'sleep 300 &\necho "child $!"\nwait')
+    log_file = _log_file(settings, uid, "long.sh")
+    process = _agent_process(settings, tmp_path)
+    try:
+        arn = start(aws, stack, task_input(uid, "long.sh"), f"exec-{uid}")
+        [child] = wait_for(lambda: _pids_in(log_file, "child"), what="the job to start")
+        process.send_signal(signal.SIGINT)
+        wait_for(lambda: b"agent_stopping" in (tmp_path / "agent.out").read_bytes())
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=10) == 0  # long before the 60 s drain
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process_gone(child)
+    assert len(list(settings.state_dir.iterdir())) == 1  # held, never reported
+    with agent_thread(settings):
+        assert finished(aws, arn)["status"] == "FAILED"
+    assert failure_of(aws, arn)[0] == "Agent.ShuttingDown"

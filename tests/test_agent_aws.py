@@ -1,0 +1,104 @@
+"""The AWS call layer: which errors are retried, for how long, and how a closed task token
+is reported. The callee is a plain function standing in for a client method."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError
+
+from agent import errors
+from agent.aws import Aws, error_code, is_transient
+from agent.settings import Settings
+
+ARN = "arn:aws:states:us-east-1:123456789012:activity:rsql-jobs"
+
+
+def _client_error(code: str, status: int = 400) -> ClientError:
+    response: Any = {
+        "Error": {"Code": code, "Message": "m"},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+    }
+    return ClientError(response, "SomeOperation")
+
+
+@pytest.mark.parametrize(
+    ("exc", "transient"),
+    [
+        (_client_error("ThrottlingException"), True),
+        (_client_error("ProvisionedThroughputExceededException"), True),
+        (_client_error("Whatever", 503), True),
+        (_client_error("Whatever", 429), True),
+        (EndpointConnectionError(endpoint_url="http://127.0.0.1:9"), True),
+        (_client_error("ValidationException"), False),
+        (_client_error("AccessDeniedException", 403), False),
+        (_client_error("TaskTimedOut"), False),
+    ],
+)
+def test_transient_errors(exc: BaseException, transient: bool) -> None:
+    assert is_transient(exc) is transient
+
+
+def test_error_code() -> None:
+    assert error_code(_client_error("TaskTimedOut")) == "TaskTimedOut"
+    assert error_code(ValueError("x")) == "ValueError"
+
+
+@pytest.fixture
+def aws(tmp_path: Path) -> Any:
+    settings = Settings.load(activity_arn=ARN, script_dir=tmp_path, aws_call_deadline_s=1)
+    layer = Aws(settings)
+    yield layer
+    layer.close()
+
+
+class Flaky:
+    """Fails with `errors_` in turn, then answers."""
+
+    def __init__(self, *errors_: BaseException) -> None:
+        self.errors = list(errors_)
+        self.calls = 0
+
+    def __call__(self, **kwargs: Any) -> dict[str, Any]:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return {"ok": kwargs}
+
+
+def test_transient_failures_are_retried(aws: Aws) -> None:
+    callee = Flaky(_client_error("ThrottlingException"), _client_error("InternalFailure", 500))
+    assert asyncio.run(aws.call(callee, deadline_s=10, a=1)) == {"ok": {"a": 1}}
+    assert callee.calls == 3
+
+
+def test_other_failures_are_not(aws: Aws) -> None:
+    callee = Flaky(_client_error("ValidationException"))
+    with pytest.raises(ClientError):
+        asyncio.run(aws.call(callee))
+    assert callee.calls == 1
+
+
+def test_retries_stop_at_the_deadline(aws: Aws) -> None:
+    callee = Flaky(*[_client_error("ThrottlingException")] * 1000)
+    started = time.monotonic()
+    with pytest.raises(ClientError):
+        asyncio.run(aws.call(callee, deadline_s=0.5))
+    assert 0.5 <= time.monotonic() - started < 5
+    assert 1 < callee.calls < 1000
+    one = Flaky(*[_client_error("ThrottlingException")] * 10)
+    with pytest.raises(ClientError):
+        asyncio.run(aws.call(one, deadline_s=0))
+    assert one.calls == 1
+
+
+@pytest.mark.parametrize("code", ["TaskTimedOut", "TaskDoesNotExist", "InvalidToken"])
+def test_a_closed_token_is_task_gone(aws: Aws, code: str) -> None:
+    callee = Flaky(_client_error(code))
+    with pytest.raises(errors.TaskGone, match=code):
+        asyncio.run(aws.call(callee))
+    assert callee.calls == 1
