@@ -204,7 +204,11 @@ async def _handle_valid(ctx: JobContext, job: RunningJob, task: TaskInput) -> Ou
         return _cancelled_before_start(job)
     job.attempt, job.log_stream = await ctx.audit.start(key)
     ctx.journal.update(job.token, attempt=job.attempt)
-    outcome = await _run(ctx, job, task, script)
+    try:
+        outcome = await _run(ctx, job, task, script)
+    except Exception as exc:  # the log file cannot be created, ...: the row must not stay Running
+        log.exception("job_internal_error")
+        outcome = Outcome(schema.FAILED, error=errors.classify(exc))
     await _finish_audit(ctx, key, job, outcome)
     return outcome
 
@@ -244,10 +248,14 @@ async def _run(ctx: JobContext, job: RunningJob, task: TaskInput, script: Path) 
         log.exception("job_internal_error")
         outcome = Outcome(schema.FAILED, error=errors.classify(exc))
         outcome.duration_ms = int((time.monotonic() - started) * 1000)
-    finally:
-        # Final flush before the completion: a workflow that moves on has its logs.
-        await shipper.close(FINAL_FLUSH_TIMEOUT_S)
+    except asyncio.CancelledError:
+        # A forced stop: no waiting on CloudWatch; the local file has the output.
+        shipper.abort()
         output.close()
+        raise
+    # Final flush before the completion: a workflow that moves on has its logs.
+    await shipper.close(FINAL_FLUSH_TIMEOUT_S)
+    output.close()
     return outcome
 
 

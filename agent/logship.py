@@ -180,6 +180,12 @@ class LogShipper:
                     await self._task
         self._tail.close()
 
+    def abort(self) -> None:
+        """Stop at once, without the final flush."""
+        if self._task is not None:
+            self._task.cancel()
+        self._tail.close()
+
     async def _run(self) -> None:
         try:
             if not await self._create_stream():
