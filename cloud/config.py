@@ -1,0 +1,330 @@
+"""The workflow config: the AWS sample's config item, validated, plus our optional settings.
+
+A workflow file is the sample's item as plain JSON (`../shared/examples/blog_test_workflow.json`
+is accepted as it is). Optional: per stage `max_parallel` (0 = unlimited) and `timeout_seconds`,
+per workflow `heartbeat_seconds`. Every mistake is reported with where it is
+(`workflow_stages[1].execution_type: must be 'sequential' or 'parallel', got 'paralel'`), all of
+them at once, and unknown fields are errors: a typo in an optional field must not silently fall
+back to the default.
+
+`Workflow.to_item()` is the DynamoDB item the state machine reads: native types, every default
+filled in (the state machine reads `max_parallel`, `timeout_seconds`, `heartbeat_seconds` and
+`rsql_jobs` unconditionally, ASL has no defaults) and `rsql_jobs`, the flat job list, because
+flattening lists in ASL is not possible.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
+
+from agent.schema import Config as C
+from cloud.aws import CloudError
+
+DEFAULT_TIMEOUT_SECONDS: Final = 86_400
+DEFAULT_HEARTBEAT_SECONDS: Final = 60
+# The state machine gives a task `timeout_seconds + 60` (so the agent's own timeout report
+# wins); Step Functions' largest TimeoutSeconds is 99,999,999.
+TASK_TIMEOUT_MARGIN_S: Final = 60
+MAX_TIMEOUT_SECONDS: Final = 99_999_999 - TASK_TIMEOUT_MARGIN_S
+MAX_JOB_NAME_LENGTH: Final = 255
+# Also part of execution names and log stream names: keep it to characters both allow.
+_WORKFLOW_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class ConfigError(CloudError):
+    """A workflow config with mistakes; one line per mistake, each naming where it is."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(f"{source}: {problem}" for problem in problems))
+
+
+def _check_job_name(name: str) -> str:
+    # The agent runs `<script_dir>/<job_name>` and the name is part of a log stream name
+    # (no ':' or '*') and of the audit table's key: refuse anything that could escape the
+    # script directory or read as an option, here, before any host sees it.
+    if not name:
+        raise ValueError("job name must not be empty")
+    if len(name) > MAX_JOB_NAME_LENGTH:
+        raise ValueError(f"job name is longer than {MAX_JOB_NAME_LENGTH} characters")
+    if "/" in name or "\\" in name:
+        raise ValueError(f"job name {name!r} must not contain a path separator")
+    if ".." in name:
+        raise ValueError(f"job name {name!r} must not contain '..'")
+    if name.startswith("-"):
+        raise ValueError(f"job name {name!r} must not start with '-'")
+    if ":" in name or "*" in name:
+        raise ValueError(f"job name {name!r} must not contain ':' or '*' (log stream names)")
+    if _CONTROL_RE.search(name) or name != name.strip():
+        raise ValueError(f"job name {name!r} has control characters or surrounding spaces")
+    return name
+
+
+def _check_workflow_id(value: str) -> str:
+    if not _WORKFLOW_ID_RE.match(value):
+        raise ValueError(
+            f"must be 1-64 letters, digits, '_', '-' or '.', starting with a letter or digit; "
+            f"got {value!r}"
+        )
+    return value
+
+
+JobName = Annotated[str, AfterValidator(_check_job_name)]
+WorkflowId = Annotated[str, AfterValidator(_check_workflow_id)]
+
+
+class _Model(BaseModel):
+    # strict: "5" is not 5 and true is not 1; extra=forbid: a typo is an error.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Stage(_Model):
+    execution_flag: Literal["y", "n"]
+    execution_type: Literal["sequential", "parallel"]
+    scripts: list[JobName] = Field(min_length=1)
+    stage_description: str = ""
+    max_parallel: int = Field(default=0, ge=0)
+    timeout_seconds: int = Field(default=DEFAULT_TIMEOUT_SECONDS, gt=0, le=MAX_TIMEOUT_SECONDS)
+
+    @property
+    def enabled(self) -> bool:
+        return self.execution_flag == "y"
+
+    def to_attribute(self) -> dict[str, Any]:
+        return {
+            "M": {
+                C.EXECUTION_FLAG: {"S": self.execution_flag},
+                C.EXECUTION_TYPE: {"S": self.execution_type},
+                C.SCRIPTS: {"L": [{"S": script} for script in self.scripts]},
+                C.STAGE_DESCRIPTION: {"S": self.stage_description},
+                C.MAX_PARALLEL: {"N": str(self.max_parallel)},
+                C.TIMEOUT_SECONDS: {"N": str(self.timeout_seconds)},
+            }
+        }
+
+
+class Workflow(_Model):
+    workflow_id: WorkflowId
+    workflow_description: str = ""
+    workflow_stages: list[Stage] = Field(min_length=1)
+    heartbeat_seconds: int = Field(default=DEFAULT_HEARTBEAT_SECONDS, ge=1, le=MAX_TIMEOUT_SECONDS)
+
+    @property
+    def job_names(self) -> list[str]:
+        """Every job of every stage, in order (`rsql_jobs`)."""
+        return [job for stage in self.workflow_stages for job in stage.scripts]
+
+    @model_validator(mode="after")
+    def _check_across_stages(self) -> Workflow:
+        problems = [*self._duplicate_jobs(), *self._misplaced_settings()]
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def _duplicate_jobs(self) -> list[str]:
+        # The audit table is keyed by (job_name, execution): a second run of the same script
+        # in one execution would overwrite the first one's row.
+        first_seen: dict[str, str] = {}
+        problems = []
+        for s, stage in enumerate(self.workflow_stages):
+            for j, job in enumerate(stage.scripts):
+                where = f"workflow_stages[{s}].scripts[{j}]"
+                if job in first_seen:
+                    problems.append(
+                        f"{where}: duplicate job name {job!r} (also {first_seen[job]}); job "
+                        "names must be unique within a workflow"
+                    )
+                else:
+                    first_seen[job] = where
+        return problems
+
+    def _misplaced_settings(self) -> list[str]:
+        problems = []
+        for s, stage in enumerate(self.workflow_stages):
+            where = f"workflow_stages[{s}]"
+            if stage.execution_type == "sequential" and stage.max_parallel > 1:
+                problems.append(
+                    f"{where}.max_parallel: only applies to parallel stages (a sequential "
+                    f"stage runs one job at a time), got {stage.max_parallel}"
+                )
+            # Step Functions wants HeartbeatSeconds below the task's TimeoutSeconds.
+            task_timeout = stage.timeout_seconds + TASK_TIMEOUT_MARGIN_S
+            if self.heartbeat_seconds >= task_timeout:
+                problems.append(
+                    f"heartbeat_seconds: must be less than {where}.timeout_seconds + "
+                    f"{TASK_TIMEOUT_MARGIN_S} = {task_timeout}, got {self.heartbeat_seconds}"
+                )
+        return problems
+
+    def to_item(self) -> dict[str, Any]:
+        """The config table item: native DynamoDB types, every default filled in."""
+        return {
+            C.WORKFLOW_ID: {"S": self.workflow_id},
+            C.WORKFLOW_DESCRIPTION: {"S": self.workflow_description},
+            C.WORKFLOW_STAGES: {"L": [stage.to_attribute() for stage in self.workflow_stages]},
+            C.HEARTBEAT_SECONDS: {"N": str(self.heartbeat_seconds)},
+            C.RSQL_JOBS: {"L": [{"S": job} for job in self.job_names]},
+        }
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any], source: str = "config item") -> Workflow:
+        """The reverse of `to_item` (the lock and the derived job list are not config)."""
+        plain = {
+            name: _plain(value)
+            for name, value in item.items()
+            if name not in (C.RSQL_JOBS, C.RUNNING_EXECUTION_ID)
+        }
+        return parse_workflow(plain, source)
+
+
+def _plain(value: dict[str, Any]) -> Any:
+    """A DynamoDB typed value as plain JSON (numbers here are always integers)."""
+    (kind, inner), *_ = value.items()
+    if kind == "N":
+        return int(inner)
+    if kind == "L":
+        return [_plain(v) for v in inner]
+    if kind == "M":
+        return {k: _plain(v) for k, v in inner.items()}
+    return inner
+
+
+def parse_workflow(data: Any, source: str = "workflow") -> Workflow:
+    """Validate plain JSON data; raise ConfigError listing every mistake."""
+    try:
+        return Workflow.model_validate(data)
+    except ValidationError as exc:
+        problems = [line for error in exc.errors() for line in _describe(error)]
+        raise ConfigError(source, problems) from None
+
+
+def load_workflow_file(path: Path) -> Workflow:
+    """Read and validate a workflow file; unreadable files and bad JSON are ConfigErrors."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(str(path), [f"cannot read the file: {reason}"]) from None
+    try:
+        data = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            str(path), [f"line {exc.lineno} column {exc.colno}: not valid JSON: {exc.msg}"]
+        ) from None
+    except _DuplicateKey as exc:
+        raise ConfigError(str(path), [str(exc)]) from None
+    return parse_workflow(data, str(path))
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json.loads keeps the last of two equal keys: a copy-paste slip would pass silently.
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(f"duplicate key {key!r} in a JSON object")
+        result[key] = value
+    return result
+
+
+# -- pydantic's errors, said the way an operator reads them --------------------------------------
+
+_FIELDS: Final = sorted(set(Workflow.model_fields) | set(Stage.model_fields))
+_TYPE_WORDS: Final = {
+    "string_type": "a string",
+    "int_type": "an integer",
+    "list_type": "a list",
+    "dict_type": "an object",
+    "model_type": "an object",
+}
+_DYNAMODB_TYPES: Final = frozenset({"S", "N", "L", "M", "BOOL", "NULL", "SS", "NS"})
+_LIMITS: Final = {
+    "greater_than": ">",
+    "greater_than_equal": ">=",
+    "less_than": "<",
+    "less_than_equal": "<=",
+}
+
+
+def _describe(error: ErrorDetails) -> list[str]:
+    where = _location(error["loc"])
+    message = _message(error)
+    if not where:
+        return message.splitlines()
+    return [f"{where}: {message}"]
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _message(error: ErrorDetails) -> str:
+    kind = error["type"]
+    given = error.get("input")
+    ctx = error.get("ctx") or {}
+    if kind == "literal_error":
+        return f"must be {ctx['expected']}, got {_show(given)}"
+    if kind == "extra_forbidden":
+        return "unknown field" + _did_you_mean(str(error["loc"][-1]))
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "too_short":
+        return "must not be empty"
+    if kind in _LIMITS:
+        limit = next(iter(ctx.values()))
+        return f"must be {_LIMITS[kind]} {limit}, got {_show(given)}"
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    if kind in _TYPE_WORDS:
+        if kind == "model_type" and not error["loc"]:
+            return f"the config must be a JSON object (one workflow), got {_json_type(given)}"
+        hint = ""
+        if isinstance(given, dict) and len(given) == 1 and next(iter(given)) in _DYNAMODB_TYPES:
+            hint = (
+                " (this looks like DynamoDB JSON: write plain JSON values as the AWS sample does)"
+            )
+        return f"must be {_TYPE_WORDS[kind]}, got {_json_type(given)} {_show(given)}{hint}"
+    return str(error["msg"])
+
+
+def _did_you_mean(name: str) -> str:
+    close = difflib.get_close_matches(name, _FIELDS, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _json_type(value: Any) -> str:
+    names = {bool: "boolean", int: "number", float: "number", str: "string", list: "list"}
+    if value is None:
+        return "null"
+    if isinstance(value, dict):
+        return "object"
+    return names.get(type(value), type(value).__name__)

@@ -1,0 +1,157 @@
+"""IAM for the stack: the state machine's role, and the policy the agent hosts need.
+
+The state machine's inline policy is derived from the rendered definition itself: every
+DynamoDB and SNS service integration in it contributes exactly its action on exactly its
+resource, and a resource no rule here knows is an error rather than a silently missing (or
+silently broad) permission. Activity tasks need no IAM on the state machine's side.
+
+The agent's host policy is built for operators to attach to the hosts' instance role
+(`rsql-cloud iam agent-policy`); deploy does not create that role, the hosts' owners do.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any, Final
+
+from cloud.aws import Account, CloudError
+from cloud.names import StackNames
+
+POLICY_VERSION: Final = "2012-10-17"
+STATE_MACHINE_POLICY_NAME: Final = "rsql-workflow-access"
+STATES_PRINCIPAL: Final = "states.amazonaws.com"
+_DYNAMODB_TASK_RE: Final = re.compile(
+    r"^arn:[a-z-]+:states:::dynamodb:(getItem|putItem|updateItem|deleteItem)$"
+)
+_SNS_PUBLISH_RE: Final = re.compile(r"^arn:[a-z-]+:states:::sns:publish$")
+_ACTIVITY_RE: Final = re.compile(r"^arn:[a-z-]+:states:[^:]*:\d*:activity:.+$")
+
+
+class PolicyError(CloudError):
+    """The definition uses a resource the least-privilege rules here do not cover."""
+
+
+def trust_policy() -> dict[str, Any]:
+    """Only Step Functions may assume the state machine's role."""
+    return {
+        "Version": POLICY_VERSION,
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": STATES_PRINCIPAL},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+
+
+def table_arn(account: Account, table: str) -> str:
+    return account.arn("dynamodb", f"table/{table}")
+
+
+def topic_arn(account: Account, names: StackNames) -> str:
+    return account.arn("sns", names.topic)
+
+
+def activity_arn(account: Account, names: StackNames) -> str:
+    return account.arn("states", f"activity:{names.activity}")
+
+
+def log_group_arn(account: Account, names: StackNames) -> str:
+    return account.arn("logs", f"log-group:{names.log_group}")
+
+
+def secret_arn_pattern(account: Account, secret_id: str) -> str:
+    # Secrets Manager appends '-' and 6 random characters to a secret's name in its ARN.
+    if secret_id.startswith("arn:"):
+        return secret_id
+    return account.arn("secretsmanager", f"secret:{secret_id}-??????")
+
+
+def state_machine_policy(
+    definition: dict[str, Any], names: StackNames, account: Account
+) -> dict[str, Any]:
+    """What the definition's service integrations need, on the stack's own resources only."""
+    tables = {
+        names.config_table: "ConfigTable",
+        names.job_audit_table: "JobAuditTable",
+        names.workflow_audit_table: "WorkflowAuditTable",
+    }
+    topic = topic_arn(account, names)
+    actions: dict[str, set[str]] = {}
+    for where, state in _task_states(definition, ""):
+        resource = str(state.get("Resource", ""))
+        parameters = state.get("Parameters") or {}
+        if match := _DYNAMODB_TASK_RE.match(resource):
+            table = parameters.get("TableName")
+            if table not in tables:
+                raise PolicyError(
+                    f"state {where}: DynamoDB table {table!r} is not one of the stack's tables "
+                    "(a fixed TableName is required for a least-privilege policy)"
+                )
+            operation = match.group(1)
+            actions.setdefault(table, set()).add(f"dynamodb:{operation[0].upper()}{operation[1:]}")
+        elif _SNS_PUBLISH_RE.match(resource):
+            if parameters.get("TopicArn") != topic:
+                raise PolicyError(f"state {where}: publishes to a topic other than {topic}")
+            actions.setdefault(topic, set()).add("sns:Publish")
+        elif not _ACTIVITY_RE.match(resource):
+            raise PolicyError(
+                f"state {where}: no least-privilege rule for resource {resource!r} in cloud/iam.py"
+            )
+    statements = []
+    for table, sid in tables.items():
+        if table in actions:
+            statements.append(_allow(sid, actions[table], [table_arn(account, table)]))
+    if topic in actions:
+        statements.append(_allow("NotificationTopic", actions[topic], [topic]))
+    return {"Version": POLICY_VERSION, "Statement": statements}
+
+
+def agent_policy(names: StackNames, account: Account, secret_id: str) -> dict[str, Any]:
+    """The instance role policy of the hosts that run `rsql-agent`."""
+    return {
+        "Version": POLICY_VERSION,
+        "Statement": [
+            _allow("PollJobs", {"states:GetActivityTask"}, [activity_arn(account, names)]),
+            # Task tokens are not resources IAM can name: AWS requires "*" for these three.
+            _allow(
+                "ReportJobs",
+                {"states:SendTaskSuccess", "states:SendTaskFailure", "states:SendTaskHeartbeat"},
+                ["*"],
+            ),
+            _allow(
+                "JobAudit",
+                {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},
+                [table_arn(account, names.job_audit_table)],
+            ),
+            _allow(
+                "JobLogs",
+                {"logs:CreateLogStream", "logs:PutLogEvents"},
+                [f"{log_group_arn(account, names)}:*"],
+            ),
+            _allow(
+                "RedshiftSecret",
+                {"secretsmanager:GetSecretValue"},
+                [secret_arn_pattern(account, secret_id)],
+            ),
+        ],
+    }
+
+
+def _allow(sid: str, actions: set[str], resources: list[str]) -> dict[str, Any]:
+    return {"Sid": sid, "Effect": "Allow", "Action": sorted(actions), "Resource": resources}
+
+
+def _task_states(graph: dict[str, Any], prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every Task state, in nested Map processors and Parallel branches too."""
+    for name, state in (graph.get("States") or {}).items():
+        where = f"{prefix}{name}"
+        if state.get("Type") == "Task":
+            yield where, state
+        for processor_key in ("ItemProcessor", "Iterator"):
+            if processor := state.get(processor_key):
+                yield from _task_states(processor, f"{where}.")
+        for index, branch in enumerate(state.get("Branches") or []):
+            yield from _task_states(branch, f"{where}[{index}].")

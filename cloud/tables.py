@@ -1,0 +1,94 @@
+"""The three DynamoDB tables (DESIGN.md "Cloud resources"): keys as in the AWS sample,
+on-demand capacity, and the waits that make a table usable before anything writes to it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from agent.schema import Config, JobAudit, WorkflowAudit
+from cloud.names import StackNames
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_dynamodb.type_defs import WaiterConfigTypeDef
+
+BILLING_MODE: Final = "PAY_PER_REQUEST"
+# Table creation takes seconds on AWS; a minute and a half of patience, then a clear failure.
+WAITER_CONFIG: Final[WaiterConfigTypeDef] = {"Delay": 2, "MaxAttempts": 45}
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One table: what it is for, its name and its key (string attributes)."""
+
+    role: str
+    name: str
+    hash_key: str
+    range_key: str | None = None
+
+    @property
+    def key_schema(self) -> list[dict[str, str]]:
+        keys = [{"AttributeName": self.hash_key, "KeyType": "HASH"}]
+        if self.range_key:
+            keys.append({"AttributeName": self.range_key, "KeyType": "RANGE"})
+        return keys
+
+    def create_params(self, tags: list[dict[str, str]]) -> dict[str, Any]:
+        """CreateTable parameters."""
+        return {
+            "TableName": self.name,
+            "KeySchema": self.key_schema,
+            "AttributeDefinitions": [
+                {"AttributeName": key["AttributeName"], "AttributeType": "S"}
+                for key in self.key_schema
+            ],
+            "BillingMode": BILLING_MODE,
+            "Tags": tags,
+        }
+
+    def key_mismatch(self, described: dict[str, Any]) -> str | None:
+        """Why an existing table cannot serve as this one (keys cannot change in place)."""
+        have = [(k["AttributeName"], k["KeyType"]) for k in described.get("KeySchema", [])]
+        want = [(k["AttributeName"], k["KeyType"]) for k in self.key_schema]
+        if have != want:
+            return (
+                f"DynamoDB table {self.name} exists with key {_show_keys(have)}, "
+                f"not {_show_keys(want)}: rename or delete it (keys cannot change in place)"
+            )
+        return None
+
+
+def _show_keys(keys: list[tuple[str, str]]) -> str:
+    return ", ".join(f"{name} ({kind})" for name, kind in keys) or "none"
+
+
+def table_specs(names: StackNames) -> list[TableSpec]:
+    """The stack's tables, in creation order."""
+    return [
+        TableSpec("config", names.config_table, Config.WORKFLOW_ID),
+        TableSpec(
+            "job audit", names.job_audit_table, JobAudit.JOB_NAME, JobAudit.WORKFLOW_EXECUTION_ID
+        ),
+        TableSpec(
+            "workflow audit",
+            names.workflow_audit_table,
+            WorkflowAudit.WORKFLOW_EXECUTION_ID,
+            WorkflowAudit.WORKFLOW_ID,
+        ),
+    ]
+
+
+def billing_mode(described: dict[str, Any]) -> str:
+    # DescribeTable leaves BillingModeSummary out for tables that were always provisioned.
+    summary = described.get("BillingModeSummary") or {}
+    return str(summary.get("BillingMode") or "PROVISIONED")
+
+
+def wait_until_active(dynamodb: DynamoDBClient, table_name: str) -> None:
+    """Return once the table is ACTIVE (the waiter checks first, then sleeps)."""
+    dynamodb.get_waiter("table_exists").wait(TableName=table_name, WaiterConfig=WAITER_CONFIG)
+
+
+def wait_until_deleted(dynamodb: DynamoDBClient, table_name: str) -> None:
+    dynamodb.get_waiter("table_not_exists").wait(TableName=table_name, WaiterConfig=WAITER_CONFIG)
