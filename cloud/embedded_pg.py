@@ -115,21 +115,32 @@ class EmbeddedPostgres:
         if self._run_as is not None:
             _ensure_system_user(self._run_as)
         self._stop_stale_postmaster()
+        for attempt in range(3):
+            try:
+                self._start_once(deadline)
+                break
+            except EmbeddedPostgresError as exc:
+                if attempt == 2 or not self._retryable(str(exc)):
+                    raise
+        self._ensure_database(deadline)
+        return self.connection()
+
+    def _start_once(self, deadline: float) -> None:
+        self._grant_access()
         # Without its password file a cluster cannot be logged into: make a new one.
         if not (self.pgdata / "PG_VERSION").is_file() or not self._password_path.is_file():
             self._initdb(deadline)
         self.password = self._password_path.read_text().strip()
-        # A port picked here may be taken before postgres binds it: pick again.
-        for attempt in range(3):
-            self.port = self._requested_port or _free_port()
-            try:
-                self._start_server(deadline)
-                break
-            except EmbeddedPostgresError:
-                if self._requested_port or attempt == 2 or "could not bind" not in self._log_tail():
-                    raise
-        self._ensure_database(deadline)
-        return self.connection()
+        self.port = self._requested_port or _free_port()
+        self._start_server(deadline)
+
+    def _retryable(self, message: str) -> bool:
+        # A port picked here can be taken before postgres binds it; a parent directory can
+        # lose its o+x meanwhile (pytest makes its /tmp/pytest-of-USER 0700 at each session
+        # start, and other sessions may run): both pass on a second try.
+        if not self._requested_port and "could not bind" in message:
+            return True
+        return self._run_as is not None and "Permission denied" in message
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Fast shutdown (SIGINT: abort transactions, exit), SIGKILL after `timeout_s`."""
@@ -175,8 +186,7 @@ class EmbeddedPostgres:
         self.pgdata.mkdir(mode=0o700)
         pwfile = self.data_dir / ".initdb-password"
         _write_private(pwfile, password + "\n")
-        if self._run_as is not None:
-            self._hand_over(pwfile)
+        self._grant_access(pwfile)
         try:
             self._run(
                 [
@@ -198,13 +208,16 @@ class EmbeddedPostgres:
         finally:
             pwfile.unlink(missing_ok=True)
 
-    def _hand_over(self, pwfile: Path) -> None:
+    def _grant_access(self, *extra: Path) -> None:
         """As root: the server user owns the cluster and can reach it and the binaries."""
+        if self._run_as is None:
+            return
         import pwd
 
-        entry = pwd.getpwnam(SYSTEM_USER)
-        for path in (self.data_dir, self.pgdata, pwfile):
-            os.chown(path, entry.pw_uid, entry.pw_gid)
+        entry = pwd.getpwnam(self._run_as)
+        for path in (self.data_dir, self.pgdata, *extra):
+            if path.exists():
+                os.chown(path, entry.pw_uid, entry.pw_gid)
         # Traverse-only (o+x) on every parent, the least a user needs to reach a path.
         for path in (self.data_dir, bin_dir()):
             for parent in path.parents:
@@ -239,7 +252,7 @@ class EmbeddedPostgres:
         )
         while not self._ready():
             if self._proc.poll() is not None:
-                self._proc = None
+                self.stop()
                 raise EmbeddedPostgresError(
                     f"postgres exited at start; log {self.log_path}:\n{self._log_tail()}"
                 )
@@ -305,7 +318,7 @@ class EmbeddedPostgres:
             raise EmbeddedPostgresError(
                 f"{Path(argv[0]).name} failed ({result.returncode}): {result.stderr.strip()}"
             )
-        return result.stdout
+        return str(result.stdout)
 
     def _stop_stale_postmaster(self) -> None:
         """A postmaster left by a killed earlier run holds the cluster: stop it (bounded)."""

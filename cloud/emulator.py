@@ -176,7 +176,7 @@ class Emulator:
             self._pg.stop(timeout_s=10)
             self._pg = None
         if self._server is not None:
-            self._server.shutdown()  # returns within serve_forever's 0.5 s poll
+            self._server.shutdown()  # returns within serve_forever's poll interval
             self._server.server_close()
             self._server = None
         if self._server_thread is not None:
@@ -219,7 +219,10 @@ class Emulator:
         os.environ["MOTO_PORT"] = str(self.port)
         self._server = server
         self._server_thread = threading.Thread(
-            target=server.serve_forever, name="moto-server", daemon=True
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.1},  # how long shutdown() may wait
+            name="moto-server",
+            daemon=True,
         )
         self._server_thread.start()
         self._gate.start_warm_up()
@@ -320,7 +323,9 @@ def run_emulator(port: int, data_dir: Path, env_file: Path, script_dir: Path | N
             )
             print(f"rsql emulator: env file {emulator.env_file}", flush=True)
             print(f"rsql emulator: use it with: set -a; . {emulator.env_file}; set +a", flush=True)
-            while not stop_requested.wait(3600):
+            # Short waits: a signal the kernel delivers to another thread does not interrupt a
+            # long wait in this one, and Python runs handlers only in the main thread.
+            while not stop_requested.wait(0.2):
                 pass
             print("rsql emulator: stopping", flush=True)
         except Exception as exc:  # the message is the point; the traceback goes to stderr too
@@ -482,6 +487,15 @@ class EmulatorProcess:
                     f"stderr:\n{self._stderr_tail()}"
                 )
             time.sleep(0.05)
+
+    def wait(self, timeout_s: float) -> int:
+        """Wait for the emulator to exit by itself; its exit code (raises on timeout)."""
+        if self._proc is None:
+            raise EmulatorError("the emulator is not running")
+        try:
+            return self._proc.wait(timeout_s)
+        except subprocess.TimeoutExpired as exc:
+            raise EmulatorError(f"the emulator did not exit within {timeout_s:.0f} s") from exc
 
     def stop(self, timeout_s: float = 15.0) -> int | None:
         """SIGTERM, wait up to `timeout_s`, then SIGKILL the whole process group."""

@@ -8,6 +8,10 @@
 - `aws`: boto3 clients bound to the emulator: `aws.sfn`, `aws.ddb`, `aws.logs`, `aws.secrets`,
   `aws.sns`, `aws.iam`, `aws.autoscaling`, or `aws.client("service")` for any other.
 - `uid`: a short unique string, for resource names (the emulator is shared by every test).
+- `emulator_data_dir`: a fresh directory for a test's own `EmulatorProcess` (removed after).
+  Use it rather than `tmp_path`: as root, Postgres runs as user `pgserver`, which must be able
+  to reach the directory, and pytest makes its /tmp/pytest-of-root 0700 at every session start
+  (another pytest session running meanwhile would lock the server out).
 
 The emulator is shared: name everything you create with `uid`, and never assume a table or an
 activity is empty unless you made it in the test.
@@ -21,9 +25,12 @@ without the emulator fails at once instead of reaching AWS.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -49,22 +56,36 @@ for _key in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SEC
     os.environ.pop(_key, None)
 
 
+def _fresh_dir(prefix: str) -> Path:
+    # Under /tmp itself, not pytest's tmp root (see the module docstring).
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
 @pytest.fixture(scope="session")
-def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
+def emulator() -> Iterator[EmulatorProcess]:
     """The session's emulator (see the module docstring); stopped after the last test."""
     saved = dict(os.environ)
-    process = EmulatorProcess(
-        tmp_path_factory.mktemp("emulator"),
-        extra_env={"RSQL_EMULATOR_POLL_WAIT_S": str(POLL_WAIT_S)},
-    )
-    process.start()
-    os.environ.update(process.env)
+    data_dir = _fresh_dir("rsql-emulator-session-")
+    process = EmulatorProcess(data_dir, extra_env={"RSQL_EMULATOR_POLL_WAIT_S": str(POLL_WAIT_S)})
     try:
+        process.start()
+        os.environ.update(process.env)
         yield process
     finally:
         process.stop()
         os.environ.clear()
         os.environ.update(saved)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def emulator_data_dir() -> Iterator[Path]:
+    """A fresh directory for a test's own EmulatorProcess; removed after the test."""
+    path = _fresh_dir("rsql-emulator-test-")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @dataclass
