@@ -111,9 +111,14 @@ class ActivityHub:
     def close_execution(self, execution_arn: str) -> None:
         """The execution ended or was stopped: close its tokens and wake their waiting threads."""
         with self._cond:
-            for task in [t for t in self._open.values() if t.execution_arn == execution_arn]:
+            ended = [t for t in self._open.values() if t.execution_arn == execution_arn]
+            for task in ended:
                 self._close_locked(task.token)
                 _wake(task.endpoint)
+            # Drop them from the queues now: nobody may poll their activity again.
+            for activity_arn in {t.activity_arn for t in ended}:
+                queue = self._queues[activity_arn]
+                self._queues[activity_arn] = deque(t for t in queue if not t.closed)
 
     # API side.
 

@@ -284,6 +284,50 @@ def test_get_activity_task_skips_tasks_that_timed_out_or_whose_execution_stopped
     assert wait_done(aws, live)["status"] == "SUCCEEDED"
 
 
+def test_when_one_map_job_fails_the_others_tokens_close_and_are_not_handed_out(
+    aws: AwsClients, uid: str
+) -> None:
+    activity = make_activity(aws, uid)
+    definition = {
+        "StartAt": "Each",
+        "States": {
+            "Each": {
+                "Type": "Map",
+                "ItemsPath": "$.jobs",
+                "ItemProcessor": {
+                    "ProcessorConfig": {"Mode": "INLINE"},
+                    "StartAt": "Run",
+                    "States": {
+                        "Run": {
+                            "Type": "Task",
+                            "Resource": activity,
+                            "HeartbeatSeconds": 30,
+                            "TimeoutSeconds": 60,
+                            "End": True,
+                        }
+                    },
+                },
+                "End": True,
+            }
+        },
+    }
+    jobs = [{"job_name": name} for name in ("a", "b", "c")]
+    execution = start(aws, make_machine(aws, uid, definition), {"jobs": jobs})
+    failing, running = take(aws, activity), take(aws, activity)  # the third stays queued
+
+    aws.sfn.send_task_failure(taskToken=failing["taskToken"], error="RSQL.ScriptFailed")
+    described = wait_done(aws, execution, timeout_s=5)  # at once, not at a timeout
+    assert (described["status"], described["error"]) == ("FAILED", "RSQL.ScriptFailed")
+
+    # The job still running learns at its next heartbeat that its workflow is over...
+    assert error_of(aws.sfn.send_task_heartbeat, taskToken=running["taskToken"]) == (
+        "TaskTimedOut",
+        400,
+    )
+    # ...and the queued one is never handed out.
+    assert "taskToken" not in aws.sfn.get_activity_task(activityArn=activity)
+
+
 # Timeouts, heartbeats, retries.
 
 
