@@ -175,7 +175,7 @@ async def _handle(ctx: JobContext, job: RunningJob) -> Outcome:
     structlog.contextvars.bind_contextvars(
         job_name=task.job_name, workflow_execution_id=task.workflow_execution_id
     )
-    ctx.journal.update(
+    ctx.journal.note(
         job.token, job_name=task.job_name, workflow_execution_id=task.workflow_execution_id
     )
     interval = heartbeat_interval_s(ctx.settings.heartbeat_interval_s, task.heartbeat_seconds)
@@ -203,7 +203,7 @@ async def _handle_valid(ctx: JobContext, job: RunningJob, task: TaskInput) -> Ou
     if job.cancel_reason is not None:
         return _cancelled_before_start(job)
     job.attempt, job.log_stream = await ctx.audit.start(key)
-    ctx.journal.update(job.token, attempt=job.attempt)
+    ctx.journal.note(job.token, attempt=job.attempt)
     try:
         outcome = await _run(ctx, job, task, script)
     except Exception as exc:  # the log file cannot be created, ...: the row must not stay Running

@@ -8,9 +8,9 @@ it was responsible for: it stops the process groups left running, re-sends compl
 were never acknowledged, and fails the interrupted jobs back with Agent.ShuttingDown so the
 state machine retries them at once instead of after a heartbeat timeout.
 
-Files are replaced atomically (write, then rename) but not fsync'ed: the journal covers the
-agent process dying; a host losing power also loses the scripts, and the heartbeat timeout
-recovers those tasks.
+Files are rewritten in place with one write (see `_write`) and not fsync'ed: the journal
+covers the agent process dying; a host losing power also loses the scripts, and the heartbeat
+timeout recovers those tasks.
 """
 
 from __future__ import annotations
@@ -68,32 +68,37 @@ class Entry:
 
 
 class Journal:
-    """Entries keyed by task token, one file each under `state_dir`."""
+    """Entries keyed by task token, one file each under `state_dir`, kept open while held."""
 
     def __init__(self, state_dir: Path) -> None:
         self._dir = state_dir
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._entries: dict[str, Entry] = {}
+        self._fds: dict[str, int] = {}
 
     def hold(self, token: str) -> Entry:
         """Record a task just received."""
-        entry = Entry(token=token)
-        self._entries[token] = entry
+        entry = self._entries[token] = Entry(token=token)
         self._write(entry)
         return entry
 
-    def update(self, token: str, **changes: Any) -> None:
-        """Change fields of a held task's entry (job key, attempt, pgid, completion)."""
-        entry = self._entries.get(token)
-        if entry is None:  # re-sent completions of a previous run are not held
-            entry = self._entries[token] = Entry(token=token)
+    def note(self, token: str, **changes: Any) -> None:
+        """Change fields of a held entry in memory only; the next `update` writes them."""
+        entry = self._entries.get(token) or self.hold(token)
         for name, value in changes.items():
             setattr(entry, name, value)
-        self._write(entry)
+
+    def update(self, token: str, **changes: Any) -> None:
+        """Change fields of an entry (held, or a previous run's being settled) and write it."""
+        self.note(token, **changes)
+        self._write(self._entries[token])
 
     def remove(self, token: str) -> None:
         """The service acknowledged the completion (or the task is gone): forget it."""
         self._entries.pop(token, None)
+        fd = self._fds.pop(token, None)
+        if fd is not None:
+            os.close(fd)
         with contextlib.suppress(FileNotFoundError):
             self._path(token).unlink()
 
@@ -102,7 +107,8 @@ class Journal:
         entries = []
         for path in sorted(self._dir.glob(f"*{SUFFIX}")):
             try:
-                entries.append(Entry.from_json(json.loads(path.read_text())))
+                first_line = path.read_bytes().split(b"\n", 1)[0]
+                entries.append(Entry.from_json(json.loads(first_line)))
             except (OSError, ValueError, TypeError) as exc:
                 log.warning("journal_entry_unreadable", path=str(path), error=str(exc))
                 with contextlib.suppress(OSError):
@@ -114,18 +120,16 @@ class Journal:
 
     def _write(self, entry: Entry) -> None:
         try:
-            self._write_file(entry)
+            fd = self._fds.get(entry.token)
+            if fd is None:
+                flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+                fd = self._fds[entry.token] = os.open(self._path(entry.token), flags, 0o600)
+            # Rewritten in place (creating a file costs far more than writing one): the new
+            # entry and a newline first, then the file cut to it. An agent killed in between
+            # leaves the new first line followed by old bytes, and only the first line is read.
+            data = json.dumps(asdict(entry)).encode() + b"\n"
+            os.pwrite(fd, data, 0)
+            os.ftruncate(fd, len(data))
         except OSError as exc:
             # A full disk must not fail the job; the heartbeat timeout still covers the task.
             log.warning("journal_write_failed", error=str(exc))
-
-    def _write_file(self, entry: Entry) -> None:
-        path = self._path(entry.token)
-        tmp = path.with_name(path.name + ".tmp")
-        data = json.dumps(asdict(entry)).encode()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)

@@ -38,3 +38,18 @@ def test_an_unreadable_entry_is_set_aside(tmp_path: Path) -> None:
     (tmp_path / "broken.task.json").write_text("{not json")
     assert [e.token for e in journal.load()] == ["ok"]
     assert (tmp_path / "broken.task.bad").exists()
+
+
+def test_an_update_cut_short_still_reads_as_the_new_entry(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.hold("tok")
+    journal.update("tok", job_name="a-long-job-name.sh", workflow_execution_id="x" * 200)
+    [path] = tmp_path.iterdir()
+    old = path.read_bytes()
+    journal.update("tok", workflow_execution_id="short", pgid=7)
+    new = path.read_bytes()
+    assert len(new) < len(old)
+    # What an agent killed between the write and the truncate leaves behind.
+    path.write_bytes(new + old[len(new) :])
+    [entry] = Journal(tmp_path).load()
+    assert (entry.workflow_execution_id, entry.pgid) == ("short", 7)
