@@ -102,3 +102,20 @@ def test_a_closed_token_is_task_gone(aws: Aws, code: str) -> None:
     with pytest.raises(errors.TaskGone, match=code):
         asyncio.run(aws.call(callee))
     assert callee.calls == 1
+
+
+def test_clients_are_configured_for_long_polls_and_concurrency(tmp_path: Path) -> None:
+    settings = Settings.load(activity_arn=ARN, script_dir=tmp_path, concurrency=8, pollers=3)
+    layer = Aws(settings)
+    try:
+        poll = layer._sfn_poll.meta.config
+        assert poll.read_timeout >= 65  # above the service's 60 s long poll
+        assert poll.max_pool_connections > settings.effective_pollers
+        short = layer.sfn.meta.config
+        assert short.read_timeout == settings.aws_read_timeout_s
+        # More connections than calls that can be in flight at once (the pool's threads).
+        assert short.max_pool_connections > layer._executor._max_workers >= 3 * 8
+        # botocore does not retry on its own: the layer's deadline is the only one.
+        assert short.retries["total_max_attempts"] == 1
+    finally:
+        layer.close()
