@@ -28,6 +28,7 @@ PROG: Final = "rsql-cloud"
 EXIT_FAILED: Final = 1
 EXIT_TIMEOUT: Final = 124
 EXIT_INTERRUPTED: Final = 130
+EXIT_BROKEN_PIPE: Final = 141
 STACK_ENV: Final = "RSQL_STACK_NAME"
 DEBUG_ENV: Final = "RSQL_CLOUD_DEBUG"
 
@@ -51,6 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `rsql-cloud workflow logs X | head`: the reader has gone; so does the rest of output.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except Exception as exc:
         if os.environ.get(DEBUG_ENV):
             raise

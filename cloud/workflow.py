@@ -670,9 +670,10 @@ class ProgressView:
 
 def frame(snap: Snapshot) -> list[str]:
     """The whole view as lines: a header, then each stage and its jobs."""
+    # Status first: a narrow terminal cuts the end of the line, never the news.
     lines = [
-        f"{snap.workflow.workflow_id}  execution {snap.execution_name}  {snap.status}  "
-        f"{_duration(snap.elapsed_s)}"
+        f"{snap.status}  {_duration(snap.elapsed_s)}  workflow {snap.workflow.workflow_id}  "
+        f"execution {snap.execution_name}"
     ]
     by_stage: dict[int | None, list[JobStatus]] = {}
     for job in snap.jobs:
