@@ -21,23 +21,27 @@ closes each gap, in the emulator process, before the server starts:
 8. The interpreter's service calls go to `localhost`: pinned to 127.0.0.1 (see below).
 9. moto keeps every thread it starts in a list: pruned of finished threads at each execution.
 10. StartExecution without a name names the execution "None"; AWS generates a UUID.
+11. `$$.Execution.StartTime` is a Python datetime in the context object (a putItem using it
+    fails: "not JSON serializable") and `$$.State.EnteredTime` reads
+    `2026-11-27T08:01:02.123456+00:00`; AWS gives both as `2026-11-27T08:01:02.123Z`.
 
 Findings about the interpreter, checked by tests/test_bridge.py against this moto version:
 - Its own service integrations (dynamodb:getItem/putItem/updateItem, sns:publish) call the
   server over HTTP at `localhost:$MOTO_PORT`; the emulator sets MOTO_PORT, and patch 8 pins the
   host to 127.0.0.1. A failed ConditionExpression reaches a Catch as
   `DynamoDB.ConditionalCheckFailedException`.
-- Traps: HeartbeatSeconds without TimeoutSeconds gets a hidden 60 s total timeout (AWS has none);
-  `$$.Execution.StartTime` is a Python datetime there (a putItem using it fails), use
-  `$$.State.EnteredTime`; moto keeps every thread it starts in a list (patch 9 prunes it).
+- Trap left as is: HeartbeatSeconds without TimeoutSeconds gets a hidden 60 s total timeout
+  (AWS has none): always set TimeoutSeconds too.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import threading
 import time
+import types
 import uuid
 import weakref
 from collections import OrderedDict, deque
@@ -250,6 +254,7 @@ def apply(poll_wait_s: float | None = None) -> ActivityHub:
 
 def _patch_interpreter(hub: ActivityHub) -> None:
     from moto.stepfunctions.parser.api import ActivityDoesNotExist
+    from moto.stepfunctions.parser.asl.component.state import state as state_module
     from moto.stepfunctions.parser.asl.component.state.exec.state_task import (
         state_task_activitiy,
     )
@@ -271,6 +276,18 @@ def _patch_interpreter(hub: ActivityHub) -> None:
         TMP_THREADS[:] = [t for t in TMP_THREADS if t.is_alive()]
 
     execution_cls.__init__ = init
+
+    # (11) AWS's context object timestamps.
+    original_start_details = execution_cls.get_start_execution_details
+
+    def get_start_execution_details(self: Any) -> Any:
+        details = original_start_details(self)
+        details.start_time = aws_timestamp(self.start_date)
+        return details
+
+    execution_cls.get_start_execution_details = get_start_execution_details
+    state_mod: Any = state_module
+    state_mod.datetime = types.SimpleNamespace(datetime=_AwsDatetime, timezone=datetime.timezone)
 
     # (1) moto queues the task before its endpoint exists (a fast poller would find no endpoint)
     # and needs the frame the state runs in to know when the token dies: replaced whole.
@@ -529,7 +546,19 @@ def _patch_autoscaling() -> None:
     response_cls.complete_lifecycle_action = complete_lifecycle_action
 
 
-def _utcnow() -> Any:
-    import datetime
-
+def _utcnow() -> datetime.datetime:
     return datetime.datetime.now(tz=datetime.UTC)
+
+
+def aws_timestamp(moment: datetime.datetime) -> str:
+    """`2026-11-27T08:01:02.123Z`, as Step Functions writes times in the context object."""
+    utc = moment.astimezone(datetime.UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+class _AwsDatetime(datetime.datetime):
+    """What moto's state module gets as `datetime.datetime`: its one use is
+    `now(tz=utc).isoformat()` for `$$.State.EnteredTime`."""
+
+    def isoformat(self, sep: str = "T", timespec: str = "auto") -> str:
+        return aws_timestamp(self)

@@ -8,6 +8,7 @@ breaks one fails here first.
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -477,7 +478,11 @@ def test_dynamodb_integrations_and_the_conditional_check_error_name(
                 "Resource": "arn:aws:states:::dynamodb:putItem",
                 "Parameters": {
                     "TableName": table,
-                    "Item": {"id": {"S": "w1"}, "at": {"S.$": "$$.State.EnteredTime"}},
+                    "Item": {
+                        "id": {"S": "w1"},
+                        "entered": {"S.$": "$$.State.EnteredTime"},
+                        "started": {"S.$": "$$.Execution.StartTime"},
+                    },
                 },
                 "ResultPath": None,
                 "Next": "Lock",
@@ -509,6 +514,29 @@ def test_dynamodb_integrations_and_the_conditional_check_error_name(
     output = json.loads(described["output"])
     assert output["error"]["Error"] == "DynamoDB.ConditionalCheckFailedException"
     assert output["got"]["Item"]["holder"] == {"S": execution.rsplit(":", 1)[1]}
+
+
+def test_context_object_times_are_aws_timestamps(aws: AwsClients, uid: str) -> None:
+    definition = {
+        "StartAt": "Times",
+        "States": {
+            "Times": {
+                "Type": "Pass",
+                "Parameters": {
+                    "started.$": "$$.Execution.StartTime",
+                    "entered.$": "$$.State.EnteredTime",
+                    "text.$": "States.Format('{}', $$.Execution.StartTime)",
+                },
+                "End": True,
+            }
+        },
+    }
+    described = wait_done(aws, start(aws, make_machine(aws, uid, definition)))
+    assert described["status"] == "SUCCEEDED", described.get("cause")
+    output = json.loads(described["output"])
+    aws_time = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+    assert all(aws_time.match(value) for value in output.values()), output
+    assert output["started"] <= output["entered"]
 
 
 def test_sns_publish_integration(aws: AwsClients, uid: str) -> None:
