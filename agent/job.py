@@ -272,7 +272,7 @@ def _outcome(
     base = Outcome(schema.FAILED, exit_code=result.exit_code, duration_ms=duration_ms)
     if result.cancelled and job.cancel_reason is CancelReason.TASK_GONE:
         base.status, base.report = schema.CANCELLED, False
-        base.cause = f"Cancelled: {job.cancel_reason.value} ({job.cancel_detail}); script {how}."
+        base.cause = f"Cancelled: {job.cancel_reason.value} ({job.cancel_detail}); {how}."
     elif result.cancelled:
         base.status = schema.CANCELLED
         base.error = errors.ShuttingDown(
@@ -291,7 +291,9 @@ def _outcome(
         )
     elif result.exit_code != 0:
         base.error = errors.ScriptFailed(
-            f"The script {task.job_name} {how}.", output_tail=tail, exit_code=result.exit_code
+            f"The script {task.job_name} failed with {how}.",
+            output_tail=tail,
+            exit_code=result.exit_code,
         )
     else:
         base.status = schema.COMPLETED

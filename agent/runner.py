@@ -317,7 +317,8 @@ def kill_group(pgid: int) -> bool:
 
 
 def exit_sentence(result: ScriptResult) -> str:
-    """The first sentence of a failure's cause."""
+    """How the script ended, for a failure's cause: `exit code 3`, or
+    `exit code 143, killed by SIGTERM`."""
     if result.signal_name:
-        return f"killed by {result.signal_name} (exit code {result.exit_code})"
-    return f"exited with code {result.exit_code}"
+        return f"exit code {result.exit_code}, killed by {result.signal_name}"
+    return f"exit code {result.exit_code}"

@@ -139,7 +139,7 @@ def test_non_zero_exit_fails_with_the_exit_code_and_last_lines(
     assert execution["status"] == "FAILED"
     error, cause = failure_of(aws, arn)
     assert error == "RSQL.ScriptFailed"
-    assert "exited with code 7" in cause
+    assert "The script fails.sh failed with exit code 7." in cause
     assert cause.endswith("step 27\nstep 28\nstep 29\nstep 30\nERROR: relation missing")
     assert "step 26" not in cause
     row = audit_row(aws, stack, "fails.sh", f"exec-{uid}")

@@ -183,7 +183,7 @@ def test_exit_code_output_and_environment(tmp_path: Path) -> None:
         env={"PATH": os.environ["PATH"], "RSQL_JOB_NAME": "job.sh"},
     )
     assert result.exit_code == 3 and not result.timed_out and not result.cancelled
-    assert exit_sentence(result) == "exited with code 3"
+    assert exit_sentence(result) == "exit code 3"
     texts = [t for _, _, t in log_lines(log)]
     assert "hello job.sh" in texts
     assert ("err", "to stderr") in [(s, t) for _, s, t in log_lines(log)]
@@ -206,6 +206,7 @@ def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
     )
     assert result.timed_out and not result.cancelled
     assert result.signal_name == "SIGTERM" and result.exit_code == 143
+    assert exit_sentence(result) == "exit code 143, killed by SIGTERM"
     assert time.monotonic() - started < 10
     pids = _pids(log, "child") + _pids(log, "grandchild")
     assert len(pids) == 2
