@@ -393,6 +393,7 @@ def test_a_drifted_definition_is_updated_in_place(names: StackNames, aws: Any) -
     recorder = RecordingAws()
     plan, _ = deploy(recorder, names, say=said.append)
     assert said == [f"Updating state machine definition: {names.state_machine}"]
+    assert messages(plan) == said
     assert recorder.writes == ["UpdateStateMachine"]
     current = aws.sfn.describe_state_machine(stateMachineArn=outputs.state_machine_arn)
     assert json.loads(current["definition"])["Comment"] != "edited in the console"
