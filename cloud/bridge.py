@@ -25,13 +25,23 @@ closes each gap, in the emulator process, before the server starts:
     fails: "not JSON serializable") and `$$.State.EnteredTime` reads
     `2026-11-27T08:01:02.123456+00:00`; AWS gives both as `2026-11-27T08:01:02.123Z`.
 
-Findings about the interpreter, checked by tests/test_bridge.py against this moto version:
-- Its own service integrations (dynamodb:getItem/putItem/updateItem, sns:publish) call the
-  server over HTTP at `localhost:$MOTO_PORT`; the emulator sets MOTO_PORT, and patch 8 pins the
-  host to 127.0.0.1. A failed ConditionExpression reaches a Catch as
-  `DynamoDB.ConditionalCheckFailedException`.
-- Trap left as is: HeartbeatSeconds without TimeoutSeconds gets a hidden 60 s total timeout
-  (AWS has none): always set TimeoutSeconds too.
+Findings about the interpreter, most kept as tests in tests/test_bridge.py:
+- Its own service integrations (dynamodb:getItem/putItem/updateItem with condition and update
+  expressions, sns:publish) call the server over HTTP at `localhost:$MOTO_PORT`; the emulator
+  sets MOTO_PORT, patch 8 pins the host to 127.0.0.1. A failed ConditionExpression reaches a
+  Catch as `DynamoDB.ConditionalCheckFailedException`; a missing table as
+  `DynamoDB.ResourceNotFoundException`; `States.TaskFailed` matches both in a Retry. getItem of
+  a missing key returns `{}` (no `Item`), as AWS does.
+- Work: Fail's ErrorPath/CausePath; States.StringToJson, States.MathAdd (nested too),
+  States.Format (a null argument prints `null`) in Pass Parameters and Map ItemSelector;
+  MaxConcurrencyPath (0 = unlimited); HeartbeatSecondsPath/TimeoutSecondsPath; Retry/Catch on
+  custom error names; a failing Map iteration fails the Map at once.
+- Trap: HeartbeatSeconds without TimeoutSeconds gets a hidden 60 s total timeout (AWS has
+  none): always set TimeoutSeconds too.
+- Trap: a task input that is a bare JSON string (a Map item "a.sh" with no Parameters) reaches
+  the worker unquoted (`a.sh`, not `"a.sh"`): give activity Tasks object inputs.
+- A stopped execution's history shows ActivityTimedOut (the woken task) before
+  ExecutionAborted; its status and error/cause are AWS's.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The local emulator: moto (Step Functions execution on, plus the activity bridge) and an
+"""The local emulator: moto with Step Functions execution and the activity bridge, plus an
 embedded PostgreSQL standing in for Redshift, in one process.
 
 `run_emulator()` starts both, creates the Secrets Manager secret `rsql/redshift` that points at
@@ -356,7 +356,13 @@ def _stop_signals(event: threading.Event) -> Iterator[None]:
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     """The emulator's options; `rsql-cloud emulator` adds them to its own sub-parser."""
     parser = parser or argparse.ArgumentParser(
-        prog="python -m cloud.emulator", description=__doc__.splitlines()[0] if __doc__ else None
+        # `rsql-cloud emulator` hands its arguments to main().
+        prog="rsql-cloud emulator"
+        if Path(sys.argv[0]).name == "rsql-cloud"
+        else "python -m cloud.emulator",
+        description="Run the local emulator (moto with the activity bridge, and PostgreSQL "
+        "standing in for Redshift) until SIGINT or SIGTERM; write an env file for "
+        "`set -a; . FILE`.",
     )
     parser.add_argument(
         "--port", type=int, default=DEFAULT_PORT, help="AWS endpoint port (0: any free port)"
