@@ -328,13 +328,15 @@ def _patch_interpreter(hub: ActivityHub) -> None:
     original_eval_execution = task_cls._eval_execution
 
     def eval_execution(self: Any, env: Any) -> None:
+        context = env.states.context_object.context_object_data
+        inherited = context.get("Task", {}).get("Token")
         _tls.env = env
         try:
             original_eval_execution(self, env)
         finally:
             _tls.env = None
-            token = env.states.context_object.context_object_data.get("Task", {}).get("Token")
-            if token:
+            token = context.get("Task", {}).get("Token")
+            if token and token != inherited:  # not when it failed before making one
                 hub.close(token)
 
     task_cls._eval_execution = eval_execution
