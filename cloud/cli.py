@@ -391,7 +391,7 @@ def _start(args: argparse.Namespace) -> int:
         _stderr(f"note: {note}")
     print(f"Started execution {started.execution_name} of workflow {args.workflow_id}")
     if not args.wait:
-        print(f"  follow it: rsql-cloud workflow status {started.execution_name}")
+        print(f"  follow it: rsql-cloud workflow status {started.execution_name}{stack.stack_flag}")
         return 0
     tty = sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
     width = shutil.get_terminal_size().columns
@@ -407,7 +407,7 @@ def _start(args: argparse.Namespace) -> int:
         _stderr(
             f"{PROG}: still running after {args.timeout:g} s; execution "
             f"{started.execution_name} goes on (see `rsql-cloud workflow status "
-            f"{started.execution_name}`)"
+            f"{started.execution_name}{stack.stack_flag}`)"
         )
         return EXIT_TIMEOUT
     status = result.described["status"]
@@ -436,6 +436,7 @@ def _status(args: argparse.Namespace) -> int:
 def _print_status(report: RunStatus) -> None:
     from agent.schema import JobAudit as J
     from agent.schema import WorkflowAudit as W
+    from cloud.workflow import format_duration
 
     row = report.workflow_row or {}
     execution = report.to_dict()["execution"] or {}
@@ -460,7 +461,7 @@ def _print_status(report: RunStatus) -> None:
                 job.job_name,
                 job.status,
                 str(job.row.get(J.EXIT_CODE, "-")),
-                f"{duration / 1000:.1f} s" if isinstance(duration, int | float) else "-",
+                format_duration(duration / 1000) if isinstance(duration, int | float) else "-",
                 str(job.row.get(J.ATTEMPT, "-")),
                 str(job.row.get(J.INSTANCE_ID, "-")),
                 str(job.row.get(J.EXECUTION_START_TS, "-")),

@@ -61,13 +61,14 @@ class Stack:
         return self.aws.account.arn("states", resource)
 
     @property
+    def stack_flag(self) -> str:
+        """` --stack-name X` for commands the user is told to run; "" for the default stack."""
+        name = self.names.stack_name
+        return "" if name == DEFAULT_STACK_NAME else f" --stack-name {name}"
+
+    @property
     def deploy_hint(self) -> str:
-        flag = (
-            ""
-            if self.names.stack_name == DEFAULT_STACK_NAME
-            else f" --stack-name {self.names.stack_name}"
-        )
-        return f"run `rsql-cloud deploy{flag}` first"
+        return f"run `rsql-cloud deploy{self.stack_flag}` first"
 
     @contextlib.contextmanager
     def deployed(self) -> Iterator[None]:
@@ -273,7 +274,7 @@ def _close_audit_row(
             values[f":{attribute}"] = {"S": str(described[attribute])}
             names[f"#{attribute}"] = attribute
             expression += f", #{attribute} = :{attribute}"
-    with contextlib.suppress(ClientError):
+    try:
         stack.aws.dynamodb.update_item(
             TableName=stack.names.workflow_audit_table,
             Key={W.WORKFLOW_EXECUTION_ID: {"S": name}, W.WORKFLOW_ID: {"S": workflow_id}},
@@ -282,6 +283,10 @@ def _close_audit_row(
             ExpressionAttributeNames=names,
             ExpressionAttributeValues=values,
         )
+    except ClientError as exc:
+        # No row (stopped before it wrote one) or a row already final: nothing to record.
+        if not is_error(exc, "ConditionalCheckFailedException"):
+            raise
 
 
 def _check_restart_of(stack: Stack, workflow_id: str, restart_of: str) -> None:
@@ -672,7 +677,7 @@ def frame(snap: Snapshot) -> list[str]:
     """The whole view as lines: a header, then each stage and its jobs."""
     # Status first: a narrow terminal cuts the end of the line, never the news.
     lines = [
-        f"{snap.status}  {_duration(snap.elapsed_s)}  workflow {snap.workflow.workflow_id}  "
+        f"{snap.status}  {format_duration(snap.elapsed_s)}  workflow {snap.workflow.workflow_id}  "
         f"execution {snap.execution_name}"
     ]
     by_stage: dict[int | None, list[JobStatus]] = {}
@@ -697,13 +702,13 @@ def _detail(job: JobStatus, *, with_time: bool) -> str:
         parts.append(f"exit {exit_code}")
     duration = job.row.get(J.DURATION_MS)
     if isinstance(duration, int | float) and job.status != schema.RUNNING:
-        parts.append(_duration(duration / 1000))
+        parts.append(format_duration(duration / 1000))
     elif (
         with_time
         and job.status == schema.RUNNING
         and (started := _parse_ts(job.row.get(J.EXECUTION_START_TS)))
     ):
-        parts.append(_duration(time.time() - started))
+        parts.append(format_duration(time.time() - started))
     attempt = job.row.get(J.ATTEMPT)
     if isinstance(attempt, int) and attempt > 1:
         parts.append(f"attempt {attempt}")
@@ -720,7 +725,10 @@ def _colour(line: str) -> str:
     return line.replace(word, f"\x1b[{code}m{word}\x1b[0m", 1) if code else line
 
 
-def _duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+    """`35 ms`, `2.5 s`, `3m07s`, `1h05m`."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
     if seconds < 60:
         return f"{seconds:.1f} s"
     minutes, secs = divmod(int(seconds), 60)
