@@ -394,8 +394,8 @@ def _start(args: argparse.Namespace) -> int:
         print(f"  follow it: rsql-cloud workflow status {started.execution_name}{stack.stack_flag}")
         return 0
     tty = sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
-    width = shutil.get_terminal_size().columns
-    view = ProgressView(_write_stdout, tty=tty, width=width)
+    size = shutil.get_terminal_size()
+    view = ProgressView(_write_stdout, tty=tty, width=size.columns, height=size.lines)
     try:
         result = wait_for_run(
             stack, started.workflow, started.execution_name, view, timeout_s=args.timeout

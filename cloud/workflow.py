@@ -635,10 +635,13 @@ class ProgressView:
     """Jobs by stage with their status. On a terminal the view is redrawn in place; anywhere
     else (a CI log, a pipe) only what changed is printed, one line per change."""
 
-    def __init__(self, write: Callable[[str], Any], *, tty: bool, width: int = 100) -> None:
+    def __init__(
+        self, write: Callable[[str], Any], *, tty: bool, width: int = 100, height: int = 40
+    ) -> None:
         self._write = write
         self._tty = tty
         self._width = max(width, 40)
+        self._height = max(height, 5)
         self._drawn = 0
         self._seen: dict[str, str] = {}
         self._status = ""
@@ -651,9 +654,12 @@ class ProgressView:
 
     def _redraw(self, snap: Snapshot) -> None:
         # Lines are cut to the terminal's width: a wrapped line would break the cursor-up count.
-        lines = [
-            line[: self._width - 1] if len(line) >= self._width else line for line in frame(snap)
-        ]
+        # A frame taller than the screen cannot be redrawn in place: list only the jobs that
+        # run or failed then, under one summary line per stage.
+        lines = frame(snap)
+        if len(lines) >= self._height:
+            lines = compact_frame(snap)[: self._height - 1]
+        lines = [line[: self._width - 1] if len(line) >= self._width else line for line in lines]
         up = f"\x1b[{self._drawn}F\x1b[J" if self._drawn else ""
         coloured = [_colour(line) for line in lines]
         self._write(up + "\n".join(coloured) + "\n")
@@ -692,6 +698,27 @@ def frame(snap: Snapshot) -> list[str]:
             lines.append(
                 f"  {job.status:<10} {job.job_name:<{width}}{_detail(job, with_time=True)}"
             )
+    return lines
+
+
+def compact_frame(snap: Snapshot) -> list[str]:
+    """`frame` for big workflows: per stage the count of jobs in each status, and only the
+    jobs that are running or did not succeed."""
+    lines = frame(snap)[:1]
+    count = len(snap.workflow.workflow_stages)
+    notable = {schema.RUNNING, schema.FAILED, schema.TIMED_OUT, schema.CANCELLED}
+    for index, stage in enumerate(snap.workflow.workflow_stages):
+        jobs = [job for job in snap.jobs if job.stage_index == index]
+        tally: dict[str, int] = {}
+        for job in jobs:
+            tally[job.status] = tally.get(job.status, 0) + 1
+        counts = ", ".join(f"{status} {n}" for status, n in tally.items())
+        lines.append(f"Stage {index + 1}/{count} ({stage.execution_type})  {counts}")
+        lines += [
+            f"  {job.status:<10} {job.job_name}{_detail(job, with_time=True)}"
+            for job in jobs
+            if job.status in notable
+        ]
     return lines
 
 

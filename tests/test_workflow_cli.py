@@ -490,6 +490,28 @@ def test_logs_print_one_job_or_all_jobs_prefixed_in_job_order(
     assert "job 'job3' is not part of execution lg-1" in capsys.readouterr().err
 
 
+def test_logs_follow_prints_new_lines_until_the_run_ends(
+    aws: Any, names: StackNames, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    put(names, tmp_path, "wf-fo", stage(["fo.sh"]))
+    assert run(names, "workflow", "start", "wf-fo", "--execution-id", "fo-1") == 0
+    wait_for(lambda: lock_of(aws, names, "wf-fo") == "fo-1", 10, "the run to start")
+    capsys.readouterr()
+    follow = InThread(names, "workflow", "logs", "fo-1", "--follow")
+    stream = "wf-fo/fo-1/fo.sh"
+    aws.logs.create_log_stream(logGroupName=names.log_group, logStreamName=stream)
+    now = int(time.time() * 1000)
+    for n in range(3):
+        aws.logs.put_log_events(
+            logGroupName=names.log_group,
+            logStreamName=stream,
+            logEvents=[{"timestamp": now + n, "message": f"step {n}"}],
+        )
+    stop(aws, names, "fo-1")
+    assert follow.join() == 0
+    assert capsys.readouterr().out.splitlines() == [f"fo.sh | step {n}" for n in range(3)]
+
+
 # -- the CLI itself -------------------------------------------------------------------------------
 
 
@@ -596,3 +618,19 @@ def test_progress_on_a_terminal_redraws_in_place_within_its_width() -> None:
     assert all(len(line) < 40 for line in plain.splitlines())
     assert plain.splitlines()[0].startswith("SUCCEEDED")
     assert "\x1b[32mCompleted\x1b[0m" in second
+
+
+def test_progress_taller_than_the_terminal_shows_a_summary_per_stage() -> None:
+    written: list[str] = []
+    jobs = [("first.sh", "Completed")] + [(f"j{n}.sh", "-") for n in range(30)]
+    jobs[5] = ("j4.sh", "Running")
+    jobs[9] = ("j8.sh", "Failed")
+    view = ProgressView(written.append, tty=True, width=80, height=10)
+    view.show(snap("RUNNING", *jobs))
+    plain = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", written[-1]).splitlines()
+    assert plain[1:] == [
+        "Stage 1/2 (sequential)  Completed 1",
+        "Stage 2/2 (parallel)  - 28, Running 1, Failed 1",
+        "  Running    j4.sh",
+        "  Failed     j8.sh",
+    ]
