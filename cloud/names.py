@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 DEFAULT_STACK_NAME = "rsql"
 # Secrets Manager secret holding the Redshift connection (host, port, username, password, dbname).
-DEFAULT_SECRET_ID = "rsql/redshift"
+DEFAULT_SECRET_ID = "rsql/redshift"  # noqa: S105 (a secret id, not a secret)
 _STACK_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,39}$")
 
 
