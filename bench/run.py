@@ -31,6 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cloud.tables import job_audit_spec
+
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 SCRIPT = "bench_job.sh"
 SCRIPT_BODY = 'echo "job $RSQL_JOB_NAME starting"\necho "job done"\n'
@@ -233,18 +235,7 @@ def _make_stack(clients: _Clients, uid: str) -> dict[str, str]:
         name=f"bench-{uid}", definition=json.dumps(definition), roleArn=ROLE_ARN
     )
     table = f"bench-{uid}-job-audit"
-    clients.ddb.create_table(
-        TableName=table,
-        KeySchema=[
-            {"AttributeName": "job_name", "KeyType": "HASH"},
-            {"AttributeName": "workflow_execution_id", "KeyType": "RANGE"},
-        ],
-        AttributeDefinitions=[
-            {"AttributeName": "job_name", "AttributeType": "S"},
-            {"AttributeName": "workflow_execution_id", "AttributeType": "S"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    clients.ddb.create_table(**job_audit_spec(table).create_params(tags=[]))
     log_group = f"/bench/{uid}/jobs"
     clients.logs.create_log_group(logGroupName=log_group)
     return {

@@ -63,13 +63,16 @@ def _show_keys(keys: list[tuple[str, str]]) -> str:
     return ", ".join(f"{name} ({kind})" for name, kind in keys) or "none"
 
 
+def job_audit_spec(table_name: str) -> TableSpec:
+    """The job audit table (the agents write it; tests and the bench make their own)."""
+    return TableSpec("job audit", table_name, JobAudit.JOB_NAME, JobAudit.WORKFLOW_EXECUTION_ID)
+
+
 def table_specs(names: StackNames) -> list[TableSpec]:
     """The stack's tables, in creation order."""
     return [
         TableSpec("config", names.config_table, Config.WORKFLOW_ID),
-        TableSpec(
-            "job audit", names.job_audit_table, JobAudit.JOB_NAME, JobAudit.WORKFLOW_EXECUTION_ID
-        ),
+        job_audit_spec(names.job_audit_table),
         TableSpec(
             "workflow audit",
             names.workflow_audit_table,

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from agent.app import Agent
 from agent.settings import Settings
+from cloud.tables import job_audit_spec
 
 T = TypeVar("T")
 
@@ -124,18 +125,7 @@ def make_stack(
         name=f"t-{uid}", definition=json.dumps(definition), roleArn=ROLE_ARN
     )
     table = f"t-{uid}-job-audit"
-    aws.ddb.create_table(
-        TableName=table,
-        KeySchema=[
-            {"AttributeName": "job_name", "KeyType": "HASH"},
-            {"AttributeName": "workflow_execution_id", "KeyType": "RANGE"},
-        ],
-        AttributeDefinitions=[
-            {"AttributeName": "job_name", "AttributeType": "S"},
-            {"AttributeName": "workflow_execution_id", "AttributeType": "S"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    aws.ddb.create_table(**job_audit_spec(table).create_params(tags=[]))
     log_group = f"/t/{uid}/jobs"
     aws.logs.create_log_group(logGroupName=log_group)
     return Stack(uid, activity_arn, machine["stateMachineArn"], table, log_group)
