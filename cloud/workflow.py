@@ -666,10 +666,11 @@ class ProgressView:
         self._drawn = len(lines)
 
     def _changes(self, snap: Snapshot) -> None:
+        # The run's status line leads while it runs and comes last once it has ended.
         stamp = time.strftime("%H:%M:%S")
-        if snap.status != self._status:
-            self._write(f"{stamp} execution {snap.execution_name}: {snap.status}\n")
-            self._status = snap.status
+        ended = snap.status != "RUNNING"
+        if not ended:
+            self._status_change(stamp, snap)
         for job in snap.jobs:
             if self._seen.get(job.job_name, NOT_RUN) != job.status:
                 stage = "" if job.stage_index is None else f"stage {job.stage_index + 1} "
@@ -677,6 +678,13 @@ class ProgressView:
                     f"{stamp} {stage}{job.job_name}: {job.status}{_detail(job, with_time=False)}\n"
                 )
                 self._seen[job.job_name] = job.status
+        if ended:
+            self._status_change(stamp, snap)
+
+    def _status_change(self, stamp: str, snap: Snapshot) -> None:
+        if snap.status != self._status:
+            self._write(f"{stamp} execution {snap.execution_name}: {snap.status}\n")
+            self._status = snap.status
 
 
 def frame(snap: Snapshot) -> list[str]:

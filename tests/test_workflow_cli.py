@@ -597,9 +597,9 @@ def test_progress_off_a_terminal_prints_only_changes() -> None:
     assert [line[9:] for line in text.splitlines()] == [
         "execution exec-1: RUNNING",
         "stage 1 a.sh: Running",
-        "execution exec-1: SUCCEEDED",
         "stage 1 a.sh: Completed  2.0 s",
         "stage 2 b.sh: Completed  2.0 s",
+        "execution exec-1: SUCCEEDED",
     ]
 
 
