@@ -458,3 +458,47 @@ def test_a_running_workflow_cannot_start_twice(
         waiter.join(60)
     assert first == [0]
     assert lock_holder(aws, deployed, "wf-once") is None
+
+
+def test_restart_runs_again_from_the_failure_point(
+    aws: Any, deployed: Deployed, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = settings_for(deployed, tmp_path)
+    runs = tmp_path / "runs"
+    # Each script appends its name to `runs`, so the file says what ran, in what order.
+    write_script(settings.script_dir, "first.sh", f"echo first >> {runs}")
+    write_script(settings.script_dir, "flaky.sh", f"echo flaky >> {runs}\nexit 4")
+    write_script(settings.script_dir, "last.sh", f"echo last >> {runs}")
+    workflow_id = "wf-restart"
+    put_workflow(
+        deployed,
+        tmp_path,
+        {
+            "workflow_id": workflow_id,
+            "workflow_stages": [stage(["first.sh"]), stage(["flaky.sh", "last.sh"])],
+        },
+    )
+    with agent_thread(settings):
+        assert start_and_wait(deployed, workflow_id, "restart-run-1") == 1
+        assert runs.read_text().split() == ["first", "flaky"]
+        # The operator fixes the script, then restarts the failed run.
+        write_script(settings.script_dir, "flaky.sh", f"echo flaky-fixed >> {runs}")
+        code = cloud_main(
+            [
+                "workflow", "start", workflow_id, "--execution-id", "restart-run-2",
+                "--restart-of", "restart-run-1", "--wait", "--timeout", "60",
+                *deployed.stack_args,
+            ]
+        )  # fmt: skip
+    capsys.readouterr()
+    assert code == 0
+    # first.sh completed in the failed run: recorded Skipped, not run again.
+    assert runs.read_text().split() == ["first", "flaky", "flaky-fixed", "last"]
+    assert job_row(aws, deployed, "first.sh", "restart-run-2")["execution_status"] == "Skipped"
+    for job in ("flaky.sh", "last.sh"):
+        row = job_row(aws, deployed, job, "restart-run-2")
+        assert row["execution_status"] == "Completed" and row["exit_code"] == 0
+    row = workflow_row(aws, deployed, "restart-run-2", workflow_id)
+    assert row["execution_status"] == "Completed"
+    assert row.get("restart_of") == "restart-run-1"
+    assert lock_holder(aws, deployed, workflow_id) is None
