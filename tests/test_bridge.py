@@ -77,6 +77,15 @@ def error_of(call: Any, **kwargs: Any) -> tuple[str, int]:
     return response["Error"]["Code"], response["ResponseMetadata"]["HTTPStatusCode"]
 
 
+def token_call_errors(aws: AwsClients, token: str) -> list[tuple[str, int]]:
+    """error_of each call a worker makes with a token: heartbeat, success, failure."""
+    return [
+        error_of(aws.sfn.send_task_heartbeat, taskToken=token),
+        error_of(aws.sfn.send_task_success, taskToken=token, output="{}"),
+        error_of(aws.sfn.send_task_failure, taskToken=token, error="E"),
+    ]
+
+
 def history_types(aws: AwsClients, execution: str) -> list[str]:
     events = aws.sfn.get_execution_history(executionArn=execution)["events"]
     return [event["type"] for event in events]
@@ -167,15 +176,7 @@ def test_calls_on_a_timed_out_token_answer_task_timed_out(aws: AwsClients, uid: 
     described = wait_done(aws, execution)  # no heartbeat: times out after 1 s
     assert (described["status"], described["error"]) == ("FAILED", "States.Timeout")
 
-    assert error_of(aws.sfn.send_task_heartbeat, taskToken=token) == ("TaskTimedOut", 400)
-    assert error_of(aws.sfn.send_task_success, taskToken=token, output="{}") == (
-        "TaskTimedOut",
-        400,
-    )
-    assert error_of(aws.sfn.send_task_failure, taskToken=token, error="X") == (
-        "TaskTimedOut",
-        400,
-    )
+    assert token_call_errors(aws, token) == [("TaskTimedOut", 400)] * 3
 
 
 def test_a_completed_token_answers_task_timed_out(aws: AwsClients, uid: str) -> None:
@@ -196,15 +197,7 @@ def test_a_completed_token_answers_task_timed_out(aws: AwsClients, uid: str) -> 
 def test_tokens_never_issued_answer_invalid_token(aws: AwsClients) -> None:
     # AWS answers InvalidToken for a token it cannot read; emulator tokens are UUIDs.
     for token in ("not-a-token", str(uuid.uuid4())):
-        assert error_of(aws.sfn.send_task_heartbeat, taskToken=token) == ("InvalidToken", 400)
-        assert error_of(aws.sfn.send_task_success, taskToken=token, output="{}") == (
-            "InvalidToken",
-            400,
-        )
-        assert error_of(aws.sfn.send_task_failure, taskToken=token, error="E") == (
-            "InvalidToken",
-            400,
-        )
+        assert token_call_errors(aws, token) == [("InvalidToken", 400)] * 3
 
 
 # (3) StopExecution.
