@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError
 
 from agent import schema
 from agent.aws import Aws, error_code
+from agent.items import from_item, to_attribute, to_item
 from agent.schema import JobAudit as A
 
 if TYPE_CHECKING:
@@ -86,7 +87,7 @@ class _Update:
         return f"#{name}"
 
     def _value(self, name: str, value: str | int) -> str:
-        self.values[f":{name}"] = {"N": str(value)} if isinstance(value, int) else {"S": value}
+        self.values[f":{name}"] = to_attribute(value)
         return f":{name}"
 
 
@@ -103,7 +104,7 @@ class JobAuditTable:
         update = self._identity(_Update(), key, time.time()).set(A.EXECUTION_STATUS, schema.RUNNING)
         update.set(A.LOG_STREAM, stream).remove(*_FINAL_FIELDS).add(A.ATTEMPT, 1)
         item = await self._update(key, update, ReturnValues="UPDATED_NEW")
-        attempt = int(item.get("Attributes", {}).get(A.ATTEMPT, {}).get("N", "1"))
+        attempt = int(from_item(item.get("Attributes", {})).get(A.ATTEMPT, 1))
         if attempt > 1:
             # Rare (a retry): the stream name written above was the first attempt's.
             stream = schema.log_stream_name(
@@ -120,7 +121,7 @@ class JobAuditTable:
         update.set(A.ERROR, end.error).set(A.CAUSE, end.cause).set(A.LOG_STREAM, log_stream)
         update.set(A.INSTANCE_ID, self._instance_id).set(A.WORKER_NAME, self._worker_name)
         update.names[f"#{A.ATTEMPT}"] = A.ATTEMPT
-        update.values[":expected_attempt"] = {"N": str(attempt)}
+        update.values[":expected_attempt"] = to_attribute(attempt)
         try:
             await self._update(key, update, ConditionExpression=f"#{A.ATTEMPT} = :expected_attempt")
         except ClientError as exc:
@@ -143,14 +144,10 @@ class JobAuditTable:
         response = await self._aws.call(
             self._aws.dynamodb.get_item,
             TableName=self._table,
-            Key={
-                A.JOB_NAME: {"S": job_name},
-                A.WORKFLOW_EXECUTION_ID: {"S": workflow_execution_id},
-            },
+            Key=to_item({A.JOB_NAME: job_name, A.WORKFLOW_EXECUTION_ID: workflow_execution_id}),
             ConsistentRead=True,
         )
-        item = response.get("Item", {})
-        return {name: next(iter(value.values())) for name, value in item.items()}
+        return from_item(response.get("Item", {}))
 
     def _identity(self, update: _Update, key: JobKey, now: float) -> _Update:
         update.set(A.EXECUTION_START_TS, schema.iso_utc_ms(now))
@@ -164,10 +161,9 @@ class JobAuditTable:
         response = await self._aws.call(
             self._aws.dynamodb.update_item,
             TableName=self._table,
-            Key={
-                A.JOB_NAME: {"S": key.job_name},
-                A.WORKFLOW_EXECUTION_ID: {"S": key.workflow_execution_id},
-            },
+            Key=to_item(
+                {A.JOB_NAME: key.job_name, A.WORKFLOW_EXECUTION_ID: key.workflow_execution_id}
+            ),
             UpdateExpression=update.expression(),
             ExpressionAttributeNames=update.names,
             ExpressionAttributeValues=update.values,

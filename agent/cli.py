@@ -41,14 +41,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="rsql-agent", description="Run RSQL scripts for a Step Functions activity."
+        prog="rsql-agent",
+        description="Run RSQL scripts for a Step Functions activity (the host daemon).",
+        epilog="example:\n  rsql-agent run --env-file /etc/rsql-agent/agent.env",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser(
         "run",
         help="poll the activity and run scripts until SIGTERM/SIGINT",
-        description="Settings come from RSQL_AGENT_* environment variables (see README).",
+        description="Poll the Step Functions activity and run RSQL scripts until SIGTERM or "
+        "SIGINT, then drain.\nSettings come from RSQL_AGENT_* environment variables, or "
+        "KEY=VALUE lines in --env-file\n(the README lists every setting and its default).",
+        epilog="example:\n"
+        "  RSQL_AGENT_ACTIVITY_ARN=arn:aws:states:us-east-1:123456789012:activity:rsql-jobs \\\n"
+        "  RSQL_AGENT_SCRIPT_DIR=/opt/rsql-agent/scripts rsql-agent run\n"
+        "  rsql-agent run --env-file /etc/rsql-agent/agent.env --log-level debug\n"
+        "exit codes: 0 stopped cleanly, 1 could not start, 2 bad settings",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument(
         "--env-file",

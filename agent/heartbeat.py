@@ -46,5 +46,3 @@ async def keep_alive(aws: Aws, job: RunningJob, interval_s: float) -> None:
             return
         except (ClientError, BotoCoreError) as exc:
             log.warning("heartbeat_failed", error=error_code(exc))
-        else:
-            job.heartbeats += 1

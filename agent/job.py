@@ -16,7 +16,6 @@ under), its process group once the script runs, and the reason it was cancelled 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent import completion, errors, schema
+from agent.aio import cancel_and_wait
 from agent.audit import JobAuditTable, JobEnd, JobKey
 from agent.aws import Aws
 from agent.completion import Completer
@@ -53,7 +53,7 @@ FINAL_FLUSH_TIMEOUT_S = 30.0
 
 
 class TaskInput(BaseModel):
-    """The activity task's input (DESIGN.md "Activity task contract"). Strict: a number
+    """The activity task's input (docs/contracts.md, "Activity task input"). Strict: a number
     where a string belongs, or the reverse, is a mistake in the state machine, not a value
     to coerce."""
 
@@ -91,7 +91,6 @@ class RunningJob:
     attempt: int | None = None
     log_stream: str | None = None
     pgid: int | None = None
-    heartbeats: int = 0
     cancel_reason: CancelReason | None = None
     cancel_detail: str = ""
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
@@ -183,9 +182,7 @@ async def _handle(ctx: JobContext, job: RunningJob) -> Outcome:
     try:
         return await _handle_valid(ctx, job, task)
     finally:
-        beat.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await beat
+        await cancel_and_wait(beat)
 
 
 async def _handle_valid(ctx: JobContext, job: RunningJob, task: TaskInput) -> Outcome:
@@ -306,7 +303,7 @@ def _outcome(
 def _success_output(
     ctx: JobContext, job_name: str, status: str, duration_ms: int, log_stream: str | None
 ) -> dict[str, Any]:
-    """SendTaskSuccess output (DESIGN.md "Activity task contract")."""
+    """SendTaskSuccess output (docs/contracts.md, "Activity task output")."""
     return {
         "job_name": job_name,
         "status": status,

@@ -19,6 +19,7 @@ from typing import Final
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
+from agent.aio import cancel_and_wait
 from agent.aws import Aws, error_code, is_transient
 from agent.runner import TIMESTAMP_CHARS, OutputLog
 
@@ -160,8 +161,6 @@ class LogShipper:
         self._closing = asyncio.Event()
         self._tail = FileTail(output)
         self._task: asyncio.Task[None] | None = None
-        self.events_shipped = 0
-        self.calls = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"logship {self._stream}")
@@ -175,9 +174,7 @@ class LogShipper:
                 await asyncio.wait_for(asyncio.shield(self._task), timeout=timeout_s)
             except TimeoutError:
                 log.warning("log_flush_timed_out", log_stream=self._stream)
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
+                await cancel_and_wait(self._task)
         self._tail.close()
 
     def abort(self) -> None:
@@ -235,7 +232,6 @@ class LogShipper:
 
     async def _put(self, batch: list[LogEvent]) -> None:
         check_batch(batch)
-        self.calls += 1
         try:
             response = await self._aws.call(
                 self._aws.logs.put_log_events,
@@ -253,6 +249,5 @@ class LogShipper:
                 transient=is_transient(exc),
             )
             return
-        self.events_shipped += len(batch)
         if response.get("rejectedLogEventsInfo"):
             log.warning("log_events_rejected", log_stream=self._stream)

@@ -1,11 +1,13 @@
 """Names shared by the agent, the state machine and the CLI: one place for every attribute,
-status word and environment variable, so a typo is a NameError rather than a silent miss."""
+status word and environment variable, so a typo is a NameError rather than a silent miss.
+docs/contracts.md is where operators read them; keep the two in step."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Final, Literal
 
-# Status words (DESIGN.md "Timestamps everywhere ... Status words").
+# Status words of the audit tables (docs/contracts.md, "Status words").
 RUNNING: Final = "Running"
 COMPLETED: Final = "Completed"
 FAILED: Final = "Failed"
@@ -14,7 +16,6 @@ CANCELLED: Final = "Cancelled"
 SKIPPED: Final = "Skipped"
 ABANDONED: Final = "Abandoned"
 Status = Literal["Running", "Completed", "Failed", "TimedOut", "Cancelled", "Skipped", "Abandoned"]
-FINAL_STATUSES: Final = frozenset({COMPLETED, FAILED, TIMED_OUT, CANCELLED, SKIPPED, ABANDONED})
 
 
 class JobAudit:
@@ -77,12 +78,15 @@ JOB_ENV_WORKFLOW_EXECUTION_ID: Final = "RSQL_WORKFLOW_EXECUTION_ID"
 JOB_ENV_JOB_NAME: Final = "RSQL_JOB_NAME"
 
 
-def iso_utc_ms(epoch_s: float) -> str:
-    """ISO-8601 UTC with milliseconds and a Z, the one timestamp format of every table."""
-    import datetime as _dt
-
-    moment = _dt.datetime.fromtimestamp(epoch_s, tz=_dt.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+def iso_utc_ms(moment: float | dt.datetime) -> str:
+    """`2026-11-27T08:01:02.123Z`: ISO-8601 UTC with milliseconds and a Z, the one timestamp
+    format of every table (Step Functions writes its context object times the same way).
+    Takes epoch seconds or an aware datetime."""
+    if isinstance(moment, dt.datetime):
+        utc = moment.astimezone(dt.UTC)
+    else:
+        utc = dt.datetime.fromtimestamp(moment, tz=dt.UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
 def log_stream_name(

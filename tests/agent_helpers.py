@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from agent.app import Agent
+from agent.items import from_item
 from agent.settings import Settings
 from cloud.tables import job_audit_spec
 
@@ -206,7 +207,7 @@ def audit_row(aws: Any, stack: Stack, job_name: str, execution_id: str) -> dict[
         Key={"job_name": {"S": job_name}, "workflow_execution_id": {"S": execution_id}},
         ConsistentRead=True,
     ).get("Item", {})
-    return {k: int(v["N"]) if "N" in v else next(iter(v.values())) for k, v in item.items()}
+    return from_item(item)
 
 
 def log_messages(aws: Any, stack: Stack, log_stream: str) -> list[str]:

@@ -1,4 +1,5 @@
-"""The ASL file is data: check it renders, its graph is sound, and it keeps DESIGN.md's rules."""
+"""The ASL file is data: check it renders, its graph is sound, and it keeps the state machine's
+rules (docs/contracts.md): no Lambda, retries of Agent.ShuttingDown and States.Timeout, ..."""
 
 from __future__ import annotations
 

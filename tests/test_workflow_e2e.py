@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from agent_helpers import agent_settings, agent_thread, wait_for, write_script
 
+from agent.items import from_item
 from agent.settings import Settings
 from cloud.cli import main as cloud_main
 from cloud.names import StackNames
@@ -88,7 +89,7 @@ def workflow_row(aws: Any, deployed: Deployed, execution_id: str, workflow_id: s
         Key={"workflow_execution_id": {"S": execution_id}, "workflow_id": {"S": workflow_id}},
         ConsistentRead=True,
     ).get("Item", {})
-    return _plain(item)
+    return from_item(item)
 
 
 def job_row(aws: Any, deployed: Deployed, job: str, execution_id: str) -> dict:
@@ -97,18 +98,7 @@ def job_row(aws: Any, deployed: Deployed, job: str, execution_id: str) -> dict:
         Key={"job_name": {"S": job}, "workflow_execution_id": {"S": execution_id}},
         ConsistentRead=True,
     ).get("Item", {})
-    return _plain(item)
-
-
-def _plain(item: dict[str, Any]) -> dict[str, Any]:
-    def value(v: dict[str, Any]) -> Any:
-        if "N" in v:
-            return int(v["N"])
-        if "L" in v:
-            return [value(x) for x in v["L"]]
-        return next(iter(v.values()))
-
-    return {k: value(v) for k, v in item.items()}
+    return from_item(item)
 
 
 def lock_holder(aws: Any, deployed: Deployed, workflow_id: str) -> str | None:
