@@ -1,11 +1,11 @@
 """The workflow config: the AWS sample's config item, validated, plus our optional settings.
 
-A workflow file is the sample's item as plain JSON (`../shared/examples/blog_test_workflow.json`
-is accepted as it is). Optional: per stage `max_parallel` (0 = unlimited) and `timeout_seconds`,
-per workflow `heartbeat_seconds`. Every mistake is reported with where it is
-(`workflow_stages[1].execution_type: must be 'sequential' or 'parallel', got 'paralel'`), all of
-them at once, and unknown fields are errors: a typo in an optional field must not silently fall
-back to the default.
+A workflow file is the sample's item as plain JSON: the AWS sample's config item is accepted as
+it is (`tests/data/aws_sample_blog_test_workflow.json`). Optional: per stage
+`max_parallel` (0 = unlimited) and `timeout_seconds`, per workflow `heartbeat_seconds`. Every
+mistake is reported with where it is (`workflow_stages[1].execution_type: must be 'sequential'
+or 'parallel', got 'paralel'`), all of them at once, and unknown fields are errors: a typo in
+an optional field must not silently fall back to the default.
 
 `Workflow.to_item()` is the DynamoDB item the state machine reads: native types, every default
 filled in (the state machine reads `max_parallel`, `timeout_seconds`, `heartbeat_seconds` and
@@ -31,6 +31,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from agent import items
 from agent.schema import Config as C
 from cloud.aws import CloudError
 
@@ -106,18 +107,6 @@ class Stage(_Model):
     def enabled(self) -> bool:
         return self.execution_flag == "y"
 
-    def to_attribute(self) -> dict[str, Any]:
-        return {
-            "M": {
-                C.EXECUTION_FLAG: {"S": self.execution_flag},
-                C.EXECUTION_TYPE: {"S": self.execution_type},
-                C.SCRIPTS: {"L": [{"S": script} for script in self.scripts]},
-                C.STAGE_DESCRIPTION: {"S": self.stage_description},
-                C.MAX_PARALLEL: {"N": str(self.max_parallel)},
-                C.TIMEOUT_SECONDS: {"N": str(self.timeout_seconds)},
-            }
-        }
-
 
 class Workflow(_Model):
     workflow_id: WorkflowId
@@ -174,35 +163,16 @@ class Workflow(_Model):
 
     def to_item(self) -> dict[str, Any]:
         """The config table item: native DynamoDB types, every default filled in."""
-        return {
-            C.WORKFLOW_ID: {"S": self.workflow_id},
-            C.WORKFLOW_DESCRIPTION: {"S": self.workflow_description},
-            C.WORKFLOW_STAGES: {"L": [stage.to_attribute() for stage in self.workflow_stages]},
-            C.HEARTBEAT_SECONDS: {"N": str(self.heartbeat_seconds)},
-            C.RSQL_JOBS: {"L": [{"S": job} for job in self.job_names]},
-        }
+        # The model's field names are the item's attribute names (`from_item` relies on it).
+        return items.to_item({**self.model_dump(), C.RSQL_JOBS: self.job_names})
 
     @classmethod
     def from_item(cls, item: dict[str, Any], source: str = "config item") -> Workflow:
         """The reverse of `to_item` (the lock and the derived job list are not config)."""
-        plain = {
-            name: _plain(value)
-            for name, value in item.items()
-            if name not in (C.RSQL_JOBS, C.RUNNING_EXECUTION_ID)
-        }
+        plain = items.from_item(item)
+        for name in (C.RSQL_JOBS, C.RUNNING_EXECUTION_ID):
+            plain.pop(name, None)
         return parse_workflow(plain, source)
-
-
-def _plain(value: dict[str, Any]) -> Any:
-    """A DynamoDB typed value as plain JSON (numbers here are always integers)."""
-    (kind, inner), *_ = value.items()
-    if kind == "N":
-        return int(inner)
-    if kind == "L":
-        return [_plain(v) for v in inner]
-    if kind == "M":
-        return {k: _plain(v) for k, v in inner.items()}
-    return inner
 
 
 def parse_workflow(data: Any, source: str = "workflow") -> Workflow:

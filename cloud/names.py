@@ -1,4 +1,5 @@
-"""Every cloud resource name derives from the stack name (DESIGN.md "Cloud resources")."""
+"""Every cloud resource name derives from the stack name, so one account holds several stacks
+side by side (`rsql` for production, `test1` for a trial) and a name never needs a lookup."""
 
 from __future__ import annotations
 
@@ -47,11 +48,6 @@ class StackNames:
     @property
     def state_machine_role(self) -> str:
         return f"{self.stack_name}-workflow-role"
-
-    @property
-    def agent_role(self) -> str:
-        """IAM role (and instance profile) for the EC2 hosts that run the agent."""
-        return f"{self.stack_name}-agent-role"
 
     @property
     def topic(self) -> str:

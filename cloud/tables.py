@@ -1,5 +1,6 @@
-"""The three DynamoDB tables (DESIGN.md "Cloud resources"): keys as in the AWS sample,
-on-demand capacity, and the waits that make a table usable before anything writes to it."""
+"""The three DynamoDB tables: keys as in the AWS sample (config by `workflow_id`, job audit by
+`job_name` + `workflow_execution_id`, workflow audit by `workflow_execution_id` +
+`workflow_id`), all string keys, on-demand capacity."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from agent.schema import Config, JobAudit, WorkflowAudit
 from cloud.names import StackNames
 
 if TYPE_CHECKING:
-    from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_dynamodb.type_defs import WaiterConfigTypeDef
 
 BILLING_MODE: Final = "PAY_PER_REQUEST"
@@ -86,12 +86,3 @@ def billing_mode(described: dict[str, Any]) -> str:
     # DescribeTable leaves BillingModeSummary out for tables that were always provisioned.
     summary = described.get("BillingModeSummary") or {}
     return str(summary.get("BillingMode") or "PROVISIONED")
-
-
-def wait_until_active(dynamodb: DynamoDBClient, table_name: str) -> None:
-    """Return once the table is ACTIVE (the waiter checks first, then sleeps)."""
-    dynamodb.get_waiter("table_exists").wait(TableName=table_name, WaiterConfig=WAITER_CONFIG)
-
-
-def wait_until_deleted(dynamodb: DynamoDBClient, table_name: str) -> None:
-    dynamodb.get_waiter("table_not_exists").wait(TableName=table_name, WaiterConfig=WAITER_CONFIG)

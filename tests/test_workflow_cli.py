@@ -22,12 +22,9 @@ from agent_helpers import wait_for
 from cloud.cli import main as cloud_main
 from cloud.config import parse_workflow
 from cloud.names import StackNames
-from cloud.workflow import (
-    JobStatus,
-    ProgressView,
-    Snapshot,
-    execution_name,
-)
+from cloud.progress import ProgressView, Snapshot
+from cloud.reports import JobStatus
+from cloud.runs import execution_name
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 ARN_PREFIX = "arn:aws:states:us-east-1:123456789012"
