@@ -122,28 +122,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _group(commands: Any, name: str, summary: str, example: str) -> Any:
-    """A command with verbs of its own (`workflow`, `iam`); returns where the verbs go."""
-    group: argparse.ArgumentParser = commands.add_parser(
+def _parser(commands: Any, name: str, summary: str, example: str) -> argparse.ArgumentParser:
+    """A (sub)command's parser: its help ends with an example."""
+    parser: argparse.ArgumentParser = commands.add_parser(
         name,
         help=summary,
         description=summary,
         epilog=f"example:\n  {example}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    return parser
+
+
+def _group(commands: Any, name: str, summary: str, example: str) -> Any:
+    """A command with verbs of its own (`workflow`, `iam`); returns where the verbs go."""
+    group = _parser(commands, name, summary, example)
     return group.add_subparsers(title=f"{name} commands", metavar="VERB", required=True)
 
 
 def _command(
     commands: Any, name: str, handler: Handler, summary: str, example: str
 ) -> argparse.ArgumentParser:
-    sub: argparse.ArgumentParser = commands.add_parser(
-        name,
-        help=summary,
-        description=summary,
-        epilog=f"example:\n  {example}",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    sub = _parser(commands, name, summary, example)
     sub.add_argument(
         "--stack-name",
         type=_stack_names,

@@ -14,17 +14,11 @@ import pytest
 from cloud import iam
 from cloud.aws import Account, Aws
 from cloud.cli import main as cloud_main
-from cloud.deploy import (
-    AwsRemoteState,
-    DeployError,
-    DesiredStack,
-    Instruction,
-    deploy,
-    plan_deploy,
-    plan_destroy,
-)
+from cloud.deploy import DesiredStack, deploy, plan_deploy, plan_destroy
 from cloud.iam import PolicyError
 from cloud.names import StackNames
+from cloud.remote import AwsRemoteState
+from cloud.resources import DeployError, Instruction
 
 ACCOUNT = Account(partition="aws", region="us-east-1", account_id="123456789012")
 
@@ -212,26 +206,40 @@ def test_an_express_machine_of_the_same_name_stops_the_deploy() -> None:
         plan_deploy(stack, remote)
 
 
-def test_destroy_keeps_the_tables_unless_purged() -> None:
+def test_destroy_walks_the_deploy_list_backwards_and_keeps_the_tables_unless_purged() -> None:
     stack = desired()
     remote = FakeRemote.deployed(stack)
     kept = messages(plan_destroy(stack, remote, purge=False))
     assert kept == [
         "Deleting state machine: rsql-workflow",
-        "Deleting Step Functions activity: rsql-jobs",
         "Deleting policy of IAM role: rsql-workflow-role",
         "Deleting IAM role: rsql-workflow-role",
         "Deleting SNS topic: rsql-notifications",
         "Deleting CloudWatch log group: /rsql/jobs",
+        "Deleting Step Functions activity: rsql-jobs",
     ]
     purged = messages(plan_destroy(stack, remote, purge=True))
     assert purged == [
         *kept,
-        "Deleting DynamoDB table: rsql-config",
-        "Deleting DynamoDB table: rsql-job-audit",
         "Deleting DynamoDB table: rsql-workflow-audit",
+        "Deleting DynamoDB table: rsql-job-audit",
+        "Deleting DynamoDB table: rsql-config",
     ]
+    # What a deploy creates, a purge deletes: the same resources, in the reverse order.
+    created = [m for m in messages(plan_deploy(stack, FakeRemote())) if m.startswith("Creating")]
+    assert [m.split(": ")[1] for m in created] == [m.split(": ")[1] for m in reversed(purged)]
     assert plan_destroy(stack, FakeRemote(), purge=True) == []
+
+
+def test_destroy_leaves_what_is_already_going() -> None:
+    stack = desired()
+    remote = FakeRemote.deployed(stack)
+    remote.machines[stack.state_machine_arn]["status"] = "DELETING"
+    remote.tables[stack.names.config_table]["TableStatus"] = "DELETING"
+    purged = messages(plan_destroy(stack, remote, purge=True))
+    assert "Deleting state machine: rsql-workflow" not in purged
+    assert "Deleting DynamoDB table: rsql-config" not in purged
+    assert "Deleting DynamoDB table: rsql-job-audit" in purged
 
 
 # -- IAM documents -------------------------------------------------------------------------------
