@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from cloud import commands as run
+from cloud import commands as handlers
 from cloud.commands import EXIT_BROKEN_PIPE, EXIT_FAILED, EXIT_INTERRUPTED, PROG
 from cloud.names import DEFAULT_SECRET_ID, DEFAULT_STACK_NAME, StackNames
 
@@ -167,7 +167,7 @@ def _add_deploy(commands: Any) -> None:
     sub = _command(
         commands,
         "deploy",
-        run.deploy,
+        handlers.deploy,
         "create or update the stack; a second run changes nothing and says so",
         "rsql-cloud deploy --stack-name rsql --dry-run",
     )
@@ -181,7 +181,7 @@ def _add_destroy(commands: Any) -> None:
     sub = _command(
         commands,
         "destroy",
-        run.destroy,
+        handlers.destroy,
         "delete the stack's state machine, activity, role, topic and log group (tables stay)",
         "rsql-cloud destroy --stack-name test1 --purge --yes",
     )
@@ -200,7 +200,7 @@ def _add_workflow(commands: Any) -> None:
     put = _command(
         verbs,
         "put",
-        run.put,
+        handlers.put,
         "validate a workflow config file (the AWS sample's item as JSON) and store it",
         "rsql-cloud workflow put rsql_scripts/blog_test_workflow.json",
     )
@@ -208,7 +208,7 @@ def _add_workflow(commands: Any) -> None:
     check = _command(
         verbs,
         "validate",
-        run.validate,
+        handlers.validate,
         "only validate a workflow config file (no AWS calls)",
         "rsql-cloud workflow validate rsql_scripts/blog_test_workflow.json",
     )
@@ -222,7 +222,7 @@ def _add_start(verbs: Any) -> None:
     start = _command(
         verbs,
         "start",
-        run.start,
+        handlers.start,
         "start a run of a workflow; with --wait, watch it until it ends",
         "rsql-cloud workflow start blog_test_workflow --wait --timeout 3600",
     )
@@ -254,7 +254,7 @@ def _add_status(verbs: Any) -> None:
     status = _command(
         verbs,
         "status",
-        run.status,
+        handlers.status,
         "show a run's workflow audit row and every job's row",
         "rsql-cloud workflow status blog_test_workflow-20261127T080102-1a2b --json",
     )
@@ -266,7 +266,7 @@ def _add_logs(verbs: Any) -> None:
     logs = _command(
         verbs,
         "logs",
-        run.logs,
+        handlers.logs,
         "print a run's CloudWatch log lines: of one job, or of all (prefixed with the job)",
         "rsql-cloud workflow logs blog_test_workflow-20261127T080102-1a2b rsql_blog_script_3.sh",
     )
@@ -287,7 +287,7 @@ def _add_iam(commands: Any) -> None:
     policy = _command(
         verbs,
         "agent-policy",
-        run.agent_policy,
+        handlers.agent_policy,
         "print the least-privilege policy for the agent hosts' instance role, as JSON",
         "rsql-cloud iam agent-policy --secret-id rsql/redshift > agent-policy.json",
     )

@@ -79,11 +79,13 @@ class Resource(ABC):
     def plan_delete(self, remote: RemoteState) -> list[Instruction]:
         """The calls that delete what exists of it ([] when nothing does, or it is going)."""
         described = self.describe(remote)
-        if described is None:
-            return []
-        if self.status_key and described.get(self.status_key) == _DELETING:
+        if described is None or self.going(described):
             return []
         return self.deletion(remote)
+
+    def going(self, described: dict[str, Any]) -> bool:
+        """Whether AWS is deleting it already (a name it cannot reuse for a while yet)."""
+        return self.status_key is not None and described.get(self.status_key) == _DELETING
 
     def step(self, what: str, operation: str | None, params: Any, **options: Any) -> Instruction:
         """An instruction on this resource, said as "<what>: <name>"."""
@@ -115,7 +117,7 @@ class Table(Resource):
         described = self.describe(remote)
         if described is None:
             return [create]
-        if described.get("TableStatus") == _DELETING:
+        if self.going(described):
             # Left by a `destroy --purge` a moment ago: let it go, then create it again.
             what = f"Waiting for {self.kind} to finish deleting"
             return [self.step(what, None, {}, waiter="table_not_exists", waiter_params=key), create]
@@ -272,7 +274,7 @@ class StateMachine(Resource):
         role_changed = any(step.service == Role.service for step in earlier)
         retry = _ROLE_PROPAGATION_CODES if role_changed else frozenset()
         described = self.describe(remote)
-        if described is None or described.get("status") == _DELETING:
+        if described is None or self.going(described):
             params = {
                 "name": self.name,
                 "definition": stack.definition,
