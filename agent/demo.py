@@ -131,7 +131,7 @@ class Demo:
             raise DemoFailed(f"rsql_blog.blog_table holds {rows} rows, expected {EXPECTED_ROWS}")
 
     def _start_emulator(self) -> None:
-        from cloud.emulator import EmulatorProcess
+        from cloud.emulator.process import EmulatorProcess
 
         _banner("Starting the local emulator (moto + Step Functions + embedded PostgreSQL)")
         self._emulator = EmulatorProcess(self.data_dir / "emulator", script_dir=self.script_dir)

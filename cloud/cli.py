@@ -39,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["emulator"]:
         # The emulator has its own options and imports moto: only load it when asked for.
-        from cloud.emulator import main as emulator_main
+        from cloud.emulator.cli import main as emulator_main
 
         return emulator_main(args_list[1:])
     parser = build_parser()

@@ -1,8 +1,9 @@
-"""The activity bridge (cloud/bridge.py), driven through boto3 against the running emulator.
+"""The activity bridge (cloud/emulator/bridge.py), driven through boto3 against the running
+emulator.
 
-One test per gap DESIGN.md lists for moto 5.2.5, then the interpreter features the state
-machine relies on (service integrations, error names, intrinsics), so a moto upgrade that
-breaks one fails here first.
+One test per gap of moto 5.2.5 the bridge closes (listed in its docstring), then the
+interpreter features the state machine relies on (service integrations, error names,
+intrinsics), so a moto upgrade that breaks one fails here first.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The local emulator (cloud/emulator.py, cloud/embedded_pg.py): its env file, the secret, the
+"""The local emulator (cloud/emulator/): its env file, the secret, the
 embedded PostgreSQL over TCP with the secret's password, and a clean stop."""
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ import psutil
 import pytest
 from conftest import AwsClients
 
-from cloud.emulator import EmulatorError, EmulatorProcess, read_env_file, write_env_file
+from cloud.emulator import EmulatorError
+from cloud.emulator.envfile import read_env_file, write_env_file
+from cloud.emulator.process import EmulatorProcess
 
 REPO = Path(__file__).resolve().parent.parent
 EXPECTED_KEYS = {

@@ -1,0 +1,112 @@
+"""`rsql-cloud emulator` (also `python -m cloud.emulator`): run the emulator until SIGINT or
+SIGTERM and write an env file for `set -a; . FILE; set +a`."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Final
+
+from cloud.emulator.server import DEFAULT_PORT, Emulator
+from cloud.names import DEFAULT_SECRET_ID
+
+_REPO_SCRIPT_DIR: Final = Path(__file__).resolve().parents[2] / "rsql_scripts"
+
+
+def run_emulator(port: int, data_dir: Path, env_file: Path, script_dir: Path | None) -> int:
+    """Run the emulator until SIGINT or SIGTERM; a second signal stops it without waiting."""
+    if script_dir is None and _REPO_SCRIPT_DIR.is_dir():
+        script_dir = _REPO_SCRIPT_DIR
+    if script_dir is not None:
+        script_dir = script_dir.absolute()
+    stop_requested = threading.Event()
+    emulator = Emulator(port, data_dir, env_file, script_dir)
+    with _stop_signals(stop_requested):
+        try:
+            values = emulator.start()
+            print(
+                f"rsql emulator: AWS endpoint {values['AWS_ENDPOINT_URL']}, PostgreSQL "
+                f"{values['PGHOST']}:{values['PGPORT']} (database {values['PGDATABASE']}, "
+                f"password in secret {DEFAULT_SECRET_ID})",
+                flush=True,
+            )
+            print(f"rsql emulator: env file {emulator.env_file}", flush=True)
+            print(f"rsql emulator: use it with: set -a; . {emulator.env_file}; set +a", flush=True)
+            # Short waits: a signal the kernel delivers to another thread does not interrupt a
+            # long wait in this one, and Python runs handlers only in the main thread.
+            while not stop_requested.wait(0.2):
+                pass
+            print("rsql emulator: stopping", flush=True)
+        except Exception as exc:  # the message is the point; the traceback goes to stderr too
+            print(f"rsql emulator: failed: {exc}", file=sys.stderr, flush=True)
+            raise
+        finally:
+            emulator.stop()
+    return 0
+
+
+@contextmanager
+def _stop_signals(event: threading.Event) -> Iterator[None]:
+    """SIGINT/SIGTERM set `event`; a second one raises KeyboardInterrupt (stop now)."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if event.is_set():
+            raise KeyboardInterrupt
+        event.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """The emulator's options; `rsql-cloud emulator` adds them to its own sub-parser."""
+    parser = parser or argparse.ArgumentParser(
+        # `rsql-cloud emulator` hands its arguments to main().
+        prog="rsql-cloud emulator"
+        if Path(sys.argv[0]).name == "rsql-cloud"
+        else "python -m cloud.emulator",
+        description="Run the local emulator (moto with the activity bridge, and PostgreSQL "
+        "standing in for Redshift) until SIGINT or SIGTERM; write an env file for "
+        "`set -a; . FILE`.",
+    )
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help="AWS endpoint port (0: any free port)"
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(".rsql-emulator"),
+        help="logs, agent state and the database live here (default: .rsql-emulator)",
+    )
+    parser.add_argument(
+        "--env-file",
+        type=Path,
+        default=None,
+        help="where to write the settings (default: DATA_DIR/env)",
+    )
+    parser.add_argument(
+        "--script-dir",
+        type=Path,
+        default=None,
+        help="RSQL_AGENT_SCRIPT_DIR to write (default: the repository's rsql_scripts)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    env_file = args.env_file if args.env_file is not None else args.data_dir / "env"
+    try:
+        return run_emulator(args.port, args.data_dir, env_file, args.script_dir)
+    except KeyboardInterrupt:
+        return 130
