@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -436,6 +437,28 @@ def test_complete_lifecycle_action_is_accepted(aws: AwsClients) -> None:
         InstanceId="i-0test000000000001",
     )
     assert response["ResponseMetadata"]["HTTPStatusCode"] == 200
+
+
+def test_each_execution_prunes_finished_threads_from_motos_list() -> None:
+    """(9), in this process: moto's thread list is not visible through the API."""
+    from moto.stepfunctions.parser.models import stepfunctions_parser_backends
+    from moto.stepfunctions.parser.utils import TMP_THREADS
+
+    from cloud.emulator import bridge
+
+    bridge.apply()
+    backend = stepfunctions_parser_backends["123456789012"]["us-east-1"]
+    machine = backend.create_state_machine(
+        name=f"prune-{uuid.uuid4().hex[:8]}",
+        definition=json.dumps({"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}),
+        roleArn=ROLE_ARN,
+    )
+    finished = threading.Thread(target=lambda: None)
+    finished.start()
+    finished.join()
+    TMP_THREADS.append(finished)
+    backend.start_execution(machine.arn, name="prune")
+    assert finished not in TMP_THREADS
 
 
 # What the interpreter does for the workflow definition (findings, kept as tests).
