@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 
 DEFAULT_STACK_NAME = "rsql"
+# The environment variable every `rsql-cloud` command reads its default `--stack-name` from.
+STACK_NAME_ENV = "RSQL_STACK_NAME"
 # Secrets Manager secret holding the Redshift connection (host, port, username, password, dbname).
 DEFAULT_SECRET_ID = "rsql/redshift"  # noqa: S105 (a secret id, not a secret)
 _STACK_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,39}$")

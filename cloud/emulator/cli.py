@@ -4,36 +4,61 @@ SIGTERM and write an env file for `set -a; . FILE; set +a`."""
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Final
 
+from cloud.emulator import missing_extra
 from cloud.emulator.server import DEFAULT_PORT, Emulator
-from cloud.names import DEFAULT_SECRET_ID
+from cloud.names import DEFAULT_SECRET_ID, DEFAULT_STACK_NAME, STACK_NAME_ENV, StackNames
 
+PROG: Final = "rsql-cloud emulator"
+EXIT_FAILED: Final = 1
+EXIT_INTERRUPTED: Final = 130
 _REPO_SCRIPT_DIR: Final = Path(__file__).resolve().parents[2] / "rsql_scripts"
 
 
-def run_emulator(port: int, data_dir: Path, env_file: Path, script_dir: Path | None) -> int:
-    """Run the emulator until SIGINT or SIGTERM; a second signal stops it without waiting."""
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the options, then run the emulator (exit 1 at once without the extra)."""
+    args = build_parser().parse_args(argv)
+    problem = missing_extra()
+    if problem is not None:
+        print(f"{PROG}: {problem}", file=sys.stderr)
+        return EXIT_FAILED
+    env_file = args.env_file if args.env_file is not None else args.data_dir / "env"
+    script_dir = args.script_dir
     if script_dir is None and _REPO_SCRIPT_DIR.is_dir():
         script_dir = _REPO_SCRIPT_DIR
-    if script_dir is not None:
-        script_dir = script_dir.absolute()
+    emulator = Emulator(
+        args.port,
+        args.data_dir,
+        env_file,
+        script_dir.absolute() if script_dir is not None else None,
+        args.stack_name,
+    )
+    try:
+        return run_emulator(emulator)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+def run_emulator(emulator: Emulator) -> int:
+    """Run the emulator until SIGINT or SIGTERM; a second signal stops it without waiting."""
     stop_requested = threading.Event()
-    emulator = Emulator(port, data_dir, env_file, script_dir)
     with _stop_signals(stop_requested):
         try:
             values = emulator.start()
             print(
-                f"rsql emulator: AWS endpoint {values['AWS_ENDPOINT_URL']}, PostgreSQL "
-                f"{values['PGHOST']}:{values['PGPORT']} (database {values['PGDATABASE']}, "
-                f"password in secret {DEFAULT_SECRET_ID})",
+                f"rsql emulator: AWS endpoint {values['AWS_ENDPOINT_URL']}, stack "
+                f"{emulator.names.stack_name}, PostgreSQL {values['PGHOST']}:{values['PGPORT']} "
+                f"(database {values['PGDATABASE']}, password in secret {DEFAULT_SECRET_ID} "
+                f"and in {values['PGPASSFILE']})",
                 flush=True,
             )
             print(f"rsql emulator: env file {emulator.env_file}", flush=True)
@@ -68,19 +93,28 @@ def _stop_signals(event: threading.Event) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    """The emulator's options; `rsql-cloud emulator` adds them to its own sub-parser."""
-    parser = parser or argparse.ArgumentParser(
-        # `rsql-cloud emulator` hands its arguments to main().
-        prog="rsql-cloud emulator"
-        if Path(sys.argv[0]).name == "rsql-cloud"
-        else "python -m cloud.emulator",
+def build_parser() -> argparse.ArgumentParser:
+    """The emulator's options (`rsql-cloud emulator` hands its arguments to `main`)."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
         description="Run the local emulator (moto with the activity bridge, and PostgreSQL "
         "standing in for Redshift) until SIGINT or SIGTERM; write an env file for "
-        "`set -a; . FILE`.",
+        "`set -a; . FILE; set +a`. Needs the [emulator] extra.",
+        epilog="example:\n"
+        "  rsql-cloud emulator --data-dir .emu --stack-name rsql &\n"
+        "  set -a; . .emu/env; set +a; \"$RSQL_BIN\" -c 'select 1'",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--port", type=int, default=DEFAULT_PORT, help="AWS endpoint port (0: any free port)"
+    )
+    parser.add_argument(
+        "--stack-name",
+        type=_stack_names,
+        default=os.environ.get(STACK_NAME_ENV, DEFAULT_STACK_NAME),
+        metavar="NAME",
+        help="the stack whose resources the env file names (default: "
+        f"${STACK_NAME_ENV} or {DEFAULT_STACK_NAME!r})",
     )
     parser.add_argument(
         "--data-dir",
@@ -103,10 +137,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    env_file = args.env_file if args.env_file is not None else args.data_dir / "env"
+def _stack_names(value: str) -> StackNames:
     try:
-        return run_emulator(args.port, args.data_dir, env_file, args.script_dir)
-    except KeyboardInterrupt:
-        return 130
+        return StackNames(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

@@ -9,7 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Final
 
-from cloud.names import DEFAULT_SECRET_ID, StackNames
+from cloud.emulator.postgres import Connection
+from cloud.names import DEFAULT_SECRET_ID, STACK_NAME_ENV, StackNames
 
 HOST: Final = "127.0.0.1"
 REGION: Final = "us-east-1"
@@ -30,21 +31,22 @@ CLIENT_ENV: Final = {
 
 def env_file_values(
     *,
-    endpoint_url: str,
+    names: StackNames,
     moto_port: int,
     data_dir: Path,
     script_dir: Path | None,
-    pg_port: int,
-    pg_user: str,
-    pg_database: str,
+    database: Connection,
     psql: Path,
+    pgpass: Path,
 ) -> dict[str, str]:
-    """Every setting `rsql-cloud` and `rsql-agent run` need to use the emulator."""
-    names = StackNames()
+    """Every setting `rsql-cloud`, `rsql-agent run` and `psql` need to use the emulator; the
+    database password stays out of them (`pgpass` holds it, for libpq; the secret, for the
+    agent)."""
     values = {
-        "AWS_ENDPOINT_URL": endpoint_url,
+        "AWS_ENDPOINT_URL": f"http://{HOST}:{moto_port}",
         **CLIENT_ENV,
         "MOTO_PORT": str(moto_port),
+        STACK_NAME_ENV: names.stack_name,
         # The activity itself is created by `rsql-cloud deploy`.
         "RSQL_AGENT_ACTIVITY_ARN": (
             f"arn:aws:states:{REGION}:{ACCOUNT_ID}:activity:{names.activity}"
@@ -55,10 +57,11 @@ def env_file_values(
         "RSQL_AGENT_STATE_DIR": str(data_dir / "state"),
         "RSQL_AGENT_LOG_GROUP": names.log_group,
         "RSQL_AGENT_JOB_AUDIT_TABLE": names.job_audit_table,
-        "PGHOST": HOST,
-        "PGPORT": str(pg_port),
-        "PGUSER": pg_user,
-        "PGDATABASE": pg_database,
+        "PGHOST": database.host,
+        "PGPORT": str(database.port),
+        "PGUSER": database.user,
+        "PGDATABASE": database.database,
+        "PGPASSFILE": str(pgpass),
         # The sample scripts call ${RSQL_BIN:-rsql}: psql stands in for rsql here.
         "RSQL_BIN": str(psql),
     }

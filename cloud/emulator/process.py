@@ -31,6 +31,7 @@ class EmulatorProcess:
         port: int = 0,
         env_file: Path | None = None,
         script_dir: Path | None = None,
+        stack_name: str | None = None,
         extra_env: dict[str, str] | None = None,
         start_timeout_s: float = 60.0,
     ) -> None:
@@ -38,6 +39,7 @@ class EmulatorProcess:
         self.env_file = (env_file or self.data_dir / "env").absolute()
         self.port = port
         self.script_dir = script_dir
+        self.stack_name = stack_name
         self.extra_env = extra_env or {}
         self.start_timeout_s = start_timeout_s
         self.env: dict[str, str] = {}
@@ -72,6 +74,8 @@ class EmulatorProcess:
         ]
         if self.script_dir is not None:
             argv += ["--script-dir", str(self.script_dir)]
+        if self.stack_name is not None:
+            argv += ["--stack-name", self.stack_name]
         # Output to files, not pipes: a pipe nobody reads fills up and blocks the emulator.
         self._stdout = open(self.data_dir / "emulator.stdout", "ab")  # noqa: SIM115
         self._stderr = open(self.stderr_path, "ab")  # noqa: SIM115

@@ -21,7 +21,7 @@ from cloud.emulator.envfile import (
     env_file_values,
     write_env_file,
 )
-from cloud.names import DEFAULT_SECRET_ID
+from cloud.names import DEFAULT_SECRET_ID, StackNames
 
 DEFAULT_PORT: Final = 5000
 
@@ -30,8 +30,16 @@ class Emulator:
     """The emulator's parts, started and stopped in order; no signal handling (see
     `run_emulator`), so it can be embedded."""
 
-    def __init__(self, port: int, data_dir: Path, env_file: Path, script_dir: Path | None) -> None:
+    def __init__(
+        self,
+        port: int,
+        data_dir: Path,
+        env_file: Path,
+        script_dir: Path | None,
+        names: StackNames,
+    ) -> None:
         self.data_dir = data_dir.absolute()
+        self.names = names
         self.env_file = env_file.absolute()
         self.script_dir = script_dir
         self.requested_port = port
@@ -57,15 +65,16 @@ class Emulator:
         self._pg = EmbeddedPostgres(self.data_dir / "postgres")
         connection = self._pg.start()
         self._create_secret(connection)
+        pgpass = self.data_dir / "pgpass"
+        self._pg.write_pgpass(pgpass)
         values = env_file_values(
-            endpoint_url=self.endpoint_url,
+            names=self.names,
             moto_port=self.port,
             data_dir=self.data_dir,
             script_dir=self.script_dir,
-            pg_port=connection.port,
-            pg_user=connection.user,
-            pg_database=connection.database,
+            database=connection,
             psql=self._pg.psql,
+            pgpass=pgpass,
         )
         values[PID_KEY] = str(os.getpid())
         write_env_file(self.env_file, values)
