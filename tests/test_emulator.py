@@ -17,6 +17,7 @@ import psutil
 import pytest
 from conftest import AwsClients
 
+from cloud.cli import main as cloud_main
 from cloud.emulator import EmulatorError
 from cloud.emulator.envfile import read_env_file, write_env_file
 from cloud.emulator.process import EmulatorProcess
@@ -308,3 +309,16 @@ def test_a_bad_stack_name_is_a_usage_error() -> None:
     )
     assert done.returncode == 2
     assert "invalid stack name 'no_underscores'" in done.stderr
+
+
+@pytest.mark.parametrize("command", ["emulator", "demo"])
+def test_help_of_emulator_and_demo_ends_with_an_example(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as done:
+        cloud_main([command, "--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: rsql-cloud {command}")
+    assert "[emulator] extra" in out
+    assert f"example:\n  rsql-cloud {command} " in out
