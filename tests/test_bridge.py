@@ -464,16 +464,8 @@ def test_each_execution_prunes_finished_threads_from_motos_list() -> None:
 # What the interpreter does for the workflow definition (findings, kept as tests).
 
 
-def test_dynamodb_integrations_and_the_conditional_check_error_name(
-    aws: AwsClients, uid: str
-) -> None:
-    table = f"locks-{uid}"
-    aws.ddb.create_table(
-        TableName=table,
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+def lock_machine(table: str) -> dict[str, Any]:
+    """putItem, updateItem taking a lock twice (the second fails its condition, caught), getItem."""
     lock = {
         "Type": "Task",
         "Resource": "arn:aws:states:::dynamodb:updateItem",
@@ -487,7 +479,7 @@ def test_dynamodb_integrations_and_the_conditional_check_error_name(
         },
         "ResultPath": None,
     }
-    definition = {
+    return {
         "StartAt": "Put",
         "States": {
             "Put": {
@@ -525,7 +517,19 @@ def test_dynamodb_integrations_and_the_conditional_check_error_name(
             },
         },
     }
-    execution = start(aws, make_machine(aws, uid, definition))
+
+
+def test_dynamodb_integrations_and_the_conditional_check_error_name(
+    aws: AwsClients, uid: str
+) -> None:
+    table = f"locks-{uid}"
+    aws.ddb.create_table(
+        TableName=table,
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    execution = start(aws, make_machine(aws, uid, lock_machine(table)))
     described = wait_done(aws, execution)
     assert described["status"] == "SUCCEEDED", described.get("cause")
     output = json.loads(described["output"])
