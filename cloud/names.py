@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 from dataclasses import dataclass
 
@@ -63,3 +64,11 @@ class StackNames:
     def log_group(self) -> str:
         # The default stack keeps the documented `/rsql/jobs`.
         return f"/{self.stack_name}/jobs"
+
+
+def stack_names_argument(value: str) -> StackNames:
+    """argparse `type=` for `--stack-name`: a bad name is a usage error, said in one line."""
+    try:
+        return StackNames(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

@@ -16,7 +16,12 @@ from typing import Final
 
 from cloud.emulator import missing_extra
 from cloud.emulator.server import DEFAULT_PORT, Emulator
-from cloud.names import DEFAULT_SECRET_ID, DEFAULT_STACK_NAME, STACK_NAME_ENV, StackNames
+from cloud.names import (
+    DEFAULT_SECRET_ID,
+    DEFAULT_STACK_NAME,
+    STACK_NAME_ENV,
+    stack_names_argument,
+)
 
 PROG: Final = "rsql-cloud emulator"
 EXIT_FAILED: Final = 1
@@ -110,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--stack-name",
-        type=_stack_names,
+        type=stack_names_argument,
         default=os.environ.get(STACK_NAME_ENV, DEFAULT_STACK_NAME),
         metavar="NAME",
         help="the stack whose resources the env file names (default: "
@@ -135,10 +140,3 @@ def build_parser() -> argparse.ArgumentParser:
         help="RSQL_AGENT_SCRIPT_DIR to write (default: the repository's rsql_scripts)",
     )
     return parser
-
-
-def _stack_names(value: str) -> StackNames:
-    try:
-        return StackNames(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
