@@ -26,7 +26,7 @@ process, before the server serves a request; each gap is one patch function in
     fails: "not JSON serializable") and `$$.State.EnteredTime` reads
     `2026-11-27T08:01:02.123456+00:00`; AWS gives both as `2026-11-27T08:01:02.123Z`.
 
-Findings about the interpreter, most kept as tests in tests/test_bridge.py:
+Findings about the interpreter, most kept as tests in tests/test_interpreter.py:
 - Its own service integrations (dynamodb:getItem/putItem/updateItem with condition and update
   expressions, sns:publish) call the server over HTTP at `localhost:$MOTO_PORT`; the emulator
   sets MOTO_PORT, patch 8 pins the host to 127.0.0.1. A failed ConditionExpression reaches a
