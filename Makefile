@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: install
-	$(BIN)/rsql-agent demo
+	$(BIN)/rsql-cloud demo
 
 test: install
 	$(BIN)/pytest -q
@@ -25,6 +25,7 @@ lint: install
 	$(BIN)/ruff check agent cloud tests bench
 	$(BIN)/ruff format --check agent cloud tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 bench: install
 	$(BIN)/python -m bench.run

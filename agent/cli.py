@@ -1,4 +1,4 @@
-"""`rsql-agent`: `run` the daemon, or `demo` the whole walkthrough locally.
+"""`rsql-agent run`: the daemon.
 
 Signals live here and only here: SIGTERM and SIGINT ask the agent to drain; a second SIGINT
 (an operator at a terminal who does not want to wait) stops it at once, killing running
@@ -30,11 +30,6 @@ EXIT_BAD_SETTINGS = 2
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] == "demo":
-        # The demo parses its own options.
-        from agent.demo import main as demo_main
-
-        return int(demo_main(args[1:]))
     options = _parser().parse_args(args)
     return _run(options.env_file, options.log_level)
 
@@ -67,7 +62,6 @@ def _parser() -> argparse.ArgumentParser:
         "variables already in the environment win",
     )
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    commands.add_parser("demo", help="the AWS sample's walkthrough on the local emulator")
     return parser
 
 

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _bench(work: Path, jobs: int, concurrency: int) -> int:
-    from cloud.emulator import EmulatorProcess
+    from cloud.emulator.process import EmulatorProcess
 
     script_dir = work / "scripts"
     script_dir.mkdir()

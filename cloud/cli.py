@@ -29,10 +29,15 @@ Handler = Callable[[argparse.Namespace], int]
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["emulator"]:
-        # The emulator has its own options and imports moto: only load it when asked for.
-        from cloud.emulator import main as emulator_main
+        # The emulator has its own options and needs the [emulator] extra: only load it when
+        # asked for (without the extra it says in one line what to install).
+        from cloud.emulator.cli import main as emulator_main
 
         return emulator_main(args_list[1:])
+    if args_list[:1] == ["demo"]:
+        from cloud.demo import main as demo_main
+
+        return demo_main(args_list[1:])
     parser = build_parser()
     args = parser.parse_args(args_list)
     if getattr(args, "timeout", None) is not None and not args.wait:
@@ -117,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "emulator",
         help="run the local emulator (moto + Step Functions + PostgreSQL); see `emulator --help`",
+        add_help=False,
+    )
+    commands.add_parser(
+        "demo",
+        help="the AWS sample's walkthrough on the local emulator (make demo); see `demo --help`",
         add_help=False,
     )
     return parser

@@ -3,10 +3,13 @@ side by side (`rsql` for production, `test1` for a trial) and a name never needs
 
 from __future__ import annotations
 
+import argparse
 import re
 from dataclasses import dataclass
 
 DEFAULT_STACK_NAME = "rsql"
+# The environment variable every `rsql-cloud` command reads its default `--stack-name` from.
+STACK_NAME_ENV = "RSQL_STACK_NAME"
 # Secrets Manager secret holding the Redshift connection (host, port, username, password, dbname).
 DEFAULT_SECRET_ID = "rsql/redshift"  # noqa: S105 (a secret id, not a secret)
 _STACK_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,39}$")
@@ -57,3 +60,11 @@ class StackNames:
     def log_group(self) -> str:
         # The default stack keeps the documented `/rsql/jobs`.
         return f"/{self.stack_name}/jobs"
+
+
+def stack_names_argument(value: str) -> StackNames:
+    """argparse `type=` for `--stack-name`: a bad name is a usage error, said in one line."""
+    try:
+        return StackNames(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

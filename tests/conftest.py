@@ -1,6 +1,6 @@
 """Shared fixtures: one local emulator per test session, and boto3 clients bound to it.
 
-- `emulator` (session): a running `cloud.emulator.EmulatorProcess` (moto with the activity
+- `emulator` (session): a running `cloud.emulator.process.EmulatorProcess` (moto with the activity
   bridge, embedded PostgreSQL, secret `rsql/redshift`). Its env file's values are in
   `emulator.env` and, for the rest of the session, in `os.environ`, so code that reads the
   standard AWS_* / RSQL_AGENT_* / PG* variables talks to it. Empty GetActivityTask long polls
@@ -35,7 +35,7 @@ from typing import Any
 
 import pytest
 
-from cloud.emulator import EmulatorProcess
+from cloud.emulator.process import EmulatorProcess
 
 POLL_WAIT_S = 3
 

@@ -1,95 +1,31 @@
-"""The activity bridge (cloud/bridge.py), driven through boto3 against the running emulator.
-
-One test per gap DESIGN.md lists for moto 5.2.5, then the interpreter features the state
-machine relies on (service integrations, error names, intrinsics), so a moto upgrade that
-breaks one fails here first.
+"""The activity bridge (cloud/emulator/bridge.py), driven through boto3 against the running
+emulator: one test per gap of moto 5.2.5 the bridge closes (numbered as in its docstring), so a
+moto upgrade that breaks one fails here first. tests/test_interpreter.py has the interpreter's
+own features the state machine relies on.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any
 
-import pytest
-from botocore.exceptions import ClientError
 from conftest import POLL_WAIT_S, AwsClients
-
-ROLE_ARN = "arn:aws:iam::123456789012:role/rsql-test-role"
-
-
-# Helpers.
-
-
-def make_activity(aws: AwsClients, uid: str) -> str:
-    return str(aws.sfn.create_activity(name=f"jobs-{uid}")["activityArn"])
-
-
-def make_machine(aws: AwsClients, uid: str, definition: dict[str, Any]) -> str:
-    response = aws.sfn.create_state_machine(
-        name=f"sm-{uid}", definition=json.dumps(definition), roleArn=ROLE_ARN
-    )
-    return str(response["stateMachineArn"])
-
-
-def one_task(activity: str, **task: Any) -> dict[str, Any]:
-    """A state machine with a single activity Task."""
-    return {"StartAt": "Run", "States": {"Run": {"Type": "Task", "Resource": activity, **task}}}
-
-
-def start(aws: AwsClients, machine: str, payload: dict[str, Any] | None = None) -> str:
-    response = aws.sfn.start_execution(stateMachineArn=machine, input=json.dumps(payload or {}))
-    return str(response["executionArn"])
-
-
-def wait_done(aws: AwsClients, execution: str, timeout_s: float = 15.0) -> dict[str, Any]:
-    """Poll DescribeExecution until the execution is no longer RUNNING."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        described: dict[str, Any] = aws.sfn.describe_execution(executionArn=execution)
-        if described["status"] != "RUNNING":
-            return described
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{execution} still RUNNING after {timeout_s} s")
-        time.sleep(0.05)
-
-
-def take(aws: AwsClients, activity: str, timeout_s: float = 15.0) -> dict[str, Any]:
-    """GetActivityTask until a task comes (each empty poll lasts POLL_WAIT_S)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        task: dict[str, Any] = aws.sfn.get_activity_task(activityArn=activity, workerName="t")
-        if task.get("taskToken"):
-            return task
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no task on {activity} within {timeout_s} s")
-
-
-def error_of(call: Any, **kwargs: Any) -> tuple[str, int]:
-    """(error code, HTTP status) of a call that must fail."""
-    with pytest.raises(ClientError) as info:
-        call(**kwargs)
-    response = info.value.response
-    return response["Error"]["Code"], response["ResponseMetadata"]["HTTPStatusCode"]
-
-
-def token_call_errors(aws: AwsClients, token: str) -> list[tuple[str, int]]:
-    """error_of each call a worker makes with a token: heartbeat, success, failure."""
-    return [
-        error_of(aws.sfn.send_task_heartbeat, taskToken=token),
-        error_of(aws.sfn.send_task_success, taskToken=token, output="{}"),
-        error_of(aws.sfn.send_task_failure, taskToken=token, error="E"),
-    ]
-
-
-def history_types(aws: AwsClients, execution: str) -> list[str]:
-    events = aws.sfn.get_execution_history(executionArn=execution)["events"]
-    return [event["type"] for event in events]
-
+from sfn_helpers import (
+    ROLE_ARN,
+    error_of,
+    history_types,
+    make_activity,
+    make_machine,
+    one_task,
+    start,
+    take,
+    token_call_errors,
+    wait_done,
+)
 
 # (1) Routing and the activity store.
 
@@ -322,7 +258,7 @@ def test_when_one_map_job_fails_the_others_tokens_close_and_are_not_handed_out(
     assert "taskToken" not in aws.sfn.get_activity_task(activityArn=activity)
 
 
-# Timeouts, heartbeats, retries.
+# Timeouts and heartbeats.
 
 
 def test_heartbeats_keep_a_task_alive_past_its_heartbeat_seconds(aws: AwsClients, uid: str) -> None:
@@ -380,40 +316,6 @@ def test_timeout_seconds_path_fails_an_unanswered_task_with_states_timeout(
     assert time.monotonic() - started < 4
 
 
-def test_retry_and_catch_match_custom_error_names(aws: AwsClients, uid: str) -> None:
-    activity = make_activity(aws, uid)
-    definition = {
-        "StartAt": "Run",
-        "States": {
-            "Run": {
-                "Type": "Task",
-                "Resource": activity,
-                "TimeoutSeconds": 30,
-                "Retry": [
-                    {"ErrorEquals": ["Agent.ShuttingDown"], "IntervalSeconds": 1, "MaxAttempts": 3}
-                ],
-                "Catch": [
-                    {
-                        "ErrorEquals": ["RSQL.ScriptFailed"],
-                        "ResultPath": "$.error",
-                        "Next": "Failed",
-                    }
-                ],
-                "End": True,
-            },
-            "Failed": {"Type": "Pass", "End": True},
-        },
-    }
-    execution = start(aws, make_machine(aws, uid, definition))
-    first = take(aws, activity)["taskToken"]
-    aws.sfn.send_task_failure(taskToken=first, error="Agent.ShuttingDown", cause="draining")
-    second = take(aws, activity)["taskToken"]  # retried: another host takes it
-    assert second != first
-    aws.sfn.send_task_failure(taskToken=second, error="RSQL.ScriptFailed", cause="exit code 1")
-    output = json.loads(wait_done(aws, execution)["output"])
-    assert output["error"] == {"Error": "RSQL.ScriptFailed", "Cause": "exit code 1"}
-
-
 # (10) and (7): smaller gaps.
 
 
@@ -437,76 +339,29 @@ def test_complete_lifecycle_action_is_accepted(aws: AwsClients) -> None:
     assert response["ResponseMetadata"]["HTTPStatusCode"] == 200
 
 
-# What the interpreter does for the workflow definition (findings, kept as tests).
+def test_each_execution_prunes_finished_threads_from_motos_list() -> None:
+    """(9), in this process: moto's thread list is not visible through the API."""
+    from moto.stepfunctions.parser.models import stepfunctions_parser_backends
+    from moto.stepfunctions.parser.utils import TMP_THREADS
 
+    from cloud.emulator import bridge
 
-def test_dynamodb_integrations_and_the_conditional_check_error_name(
-    aws: AwsClients, uid: str
-) -> None:
-    table = f"locks-{uid}"
-    aws.ddb.create_table(
-        TableName=table,
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
+    bridge.apply()
+    backend = stepfunctions_parser_backends["123456789012"]["us-east-1"]
+    machine = backend.create_state_machine(
+        name=f"prune-{uuid.uuid4().hex[:8]}",
+        definition=json.dumps({"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}),
+        roleArn=ROLE_ARN,
     )
-    lock = {
-        "Type": "Task",
-        "Resource": "arn:aws:states:::dynamodb:updateItem",
-        "Parameters": {
-            "TableName": table,
-            "Key": {"id": {"S": "w1"}},
-            "UpdateExpression": "SET #lock = :me",
-            "ConditionExpression": "attribute_exists(id) AND attribute_not_exists(#lock)",
-            "ExpressionAttributeNames": {"#lock": "holder"},
-            "ExpressionAttributeValues": {":me": {"S.$": "$$.Execution.Name"}},
-        },
-        "ResultPath": None,
-    }
-    definition = {
-        "StartAt": "Put",
-        "States": {
-            "Put": {
-                "Type": "Task",
-                "Resource": "arn:aws:states:::dynamodb:putItem",
-                "Parameters": {
-                    "TableName": table,
-                    "Item": {
-                        "id": {"S": "w1"},
-                        "entered": {"S.$": "$$.State.EnteredTime"},
-                        "started": {"S.$": "$$.Execution.StartTime"},
-                    },
-                },
-                "ResultPath": None,
-                "Next": "Lock",
-            },
-            "Lock": {**lock, "Next": "LockAgain"},
-            "LockAgain": {
-                **lock,
-                "Catch": [
-                    {
-                        "ErrorEquals": ["DynamoDB.ConditionalCheckFailedException"],
-                        "ResultPath": "$.error",
-                        "Next": "Get",
-                    }
-                ],
-                "Next": "Get",
-            },
-            "Get": {
-                "Type": "Task",
-                "Resource": "arn:aws:states:::dynamodb:getItem",
-                "Parameters": {"TableName": table, "Key": {"id": {"S": "w1"}}},
-                "ResultPath": "$.got",
-                "End": True,
-            },
-        },
-    }
-    execution = start(aws, make_machine(aws, uid, definition))
-    described = wait_done(aws, execution)
-    assert described["status"] == "SUCCEEDED", described.get("cause")
-    output = json.loads(described["output"])
-    assert output["error"]["Error"] == "DynamoDB.ConditionalCheckFailedException"
-    assert output["got"]["Item"]["holder"] == {"S": execution.rsplit(":", 1)[1]}
+    finished = threading.Thread(target=lambda: None)
+    finished.start()
+    finished.join()
+    TMP_THREADS.append(finished)
+    backend.start_execution(machine.arn, name="prune")
+    assert finished not in TMP_THREADS
+
+
+# (11) Context object times.
 
 
 def test_context_object_times_are_aws_timestamps(aws: AwsClients, uid: str) -> None:
@@ -530,124 +385,3 @@ def test_context_object_times_are_aws_timestamps(aws: AwsClients, uid: str) -> N
     aws_time = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
     assert all(aws_time.match(value) for value in output.values()), output
     assert output["started"] <= output["entered"]
-
-
-def test_sns_publish_integration(aws: AwsClients, uid: str) -> None:
-    topic = aws.sns.create_topic(Name=f"notify-{uid}")["TopicArn"]
-    definition = {
-        "StartAt": "Notify",
-        "States": {
-            "Notify": {
-                "Type": "Task",
-                "Resource": "arn:aws:states:::sns:publish",
-                "Parameters": {
-                    "TopicArn": topic,
-                    "Subject.$": "States.Format('rsql workflow {} {}', $.w, 'Completed')",
-                    "Message": "done",
-                },
-                "End": True,
-            }
-        },
-    }
-    described = wait_done(aws, start(aws, make_machine(aws, uid, definition), {"w": "wf"}))
-    assert described["status"] == "SUCCEEDED", described.get("cause")
-    assert json.loads(described["output"])["MessageId"]
-
-
-def test_fail_state_error_path_and_cause_path(aws: AwsClients, uid: str) -> None:
-    definition = {
-        "StartAt": "Fail",
-        "States": {"Fail": {"Type": "Fail", "ErrorPath": "$.e.Error", "CausePath": "$.e.Cause"}},
-    }
-    payload = {"e": {"Error": "RSQL.ScriptFailed", "Cause": "exit code 2"}}
-    described = wait_done(aws, start(aws, make_machine(aws, uid, definition), payload))
-    assert (described["status"], described["error"], described["cause"]) == (
-        "FAILED",
-        "RSQL.ScriptFailed",
-        "exit code 2",
-    )
-
-
-def test_intrinsics_in_pass_parameters_and_map_item_selector(aws: AwsClients, uid: str) -> None:
-    definition = {
-        "StartAt": "Settings",
-        "States": {
-            "Settings": {
-                "Type": "Pass",
-                "Parameters": {
-                    "n.$": "States.StringToJson($.n)",
-                    "items.$": "$.items",
-                    "timeout.$": "States.MathAdd(States.StringToJson($.n), 60)",
-                },
-                "Next": "Each",
-            },
-            "Each": {
-                "Type": "Map",
-                "ItemsPath": "$.items",
-                "MaxConcurrencyPath": "$.n",
-                "ItemSelector": {
-                    "name.$": "$$.Map.Item.Value.S",
-                    "index.$": "$$.Map.Item.Index",
-                    "limit.$": "States.MathAdd($.timeout, 1)",
-                    "parsed.$": "States.StringToJson('{\"a\": 1}')",
-                },
-                "ItemProcessor": {
-                    "ProcessorConfig": {"Mode": "INLINE"},
-                    "StartAt": "Echo",
-                    "States": {"Echo": {"Type": "Pass", "End": True}},
-                },
-                "End": True,
-            },
-        },
-    }
-    payload = {"n": "2", "items": [{"S": "a.sh"}, {"S": "b.sh"}]}
-    described = wait_done(aws, start(aws, make_machine(aws, uid, definition), payload))
-    assert described["status"] == "SUCCEEDED", described.get("cause")
-    assert json.loads(described["output"]) == [
-        {"name": "a.sh", "index": 0, "limit": 63, "parsed": {"a": 1}},
-        {"name": "b.sh", "index": 1, "limit": 63, "parsed": {"a": 1}},
-    ]
-
-
-def test_map_max_concurrency_path_limits_activity_tasks_in_flight(
-    aws: AwsClients, uid: str
-) -> None:
-    activity = make_activity(aws, uid)
-    definition = {
-        "StartAt": "Each",
-        "States": {
-            "Each": {
-                "Type": "Map",
-                "ItemsPath": "$.jobs",
-                "MaxConcurrencyPath": "$.max",
-                "ItemProcessor": {
-                    "ProcessorConfig": {"Mode": "INLINE"},
-                    "StartAt": "Run",
-                    "States": {
-                        "Run": {
-                            "Type": "Task",
-                            "Resource": activity,
-                            "TimeoutSeconds": 30,
-                            "End": True,
-                        }
-                    },
-                },
-                "End": True,
-            }
-        },
-    }
-    jobs = [{"job_name": "a"}, {"job_name": "b"}]
-    execution = start(aws, make_machine(aws, uid, definition), {"jobs": jobs, "max": 1})
-    first = take(aws, activity)
-    with ThreadPoolExecutor(1) as pool:
-        second_poll = pool.submit(aws.sfn.get_activity_task, activityArn=activity)
-        # With one in flight, the second job must not be scheduled yet.
-        with pytest.raises(FutureTimeout):
-            second_poll.result(timeout=1)
-        aws.sfn.send_task_success(taskToken=first["taskToken"], output='"one"')
-        second = second_poll.result(timeout=POLL_WAIT_S + 5)
-    assert second.get("taskToken"), "the second job was not scheduled after the first ended"
-    names = {json.loads(task["input"])["job_name"] for task in (first, second)}
-    assert names == {"a", "b"}
-    aws.sfn.send_task_success(taskToken=second["taskToken"], output='"two"')
-    assert wait_done(aws, execution)["status"] == "SUCCEEDED"

@@ -1,4 +1,4 @@
-"""The local emulator (cloud/emulator.py, cloud/embedded_pg.py): its env file, the secret, the
+"""The local emulator (cloud/emulator/): its env file, the secret, the
 embedded PostgreSQL over TCP with the secret's password, and a clean stop."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,7 +17,10 @@ import psutil
 import pytest
 from conftest import AwsClients
 
-from cloud.emulator import EmulatorError, EmulatorProcess, read_env_file, write_env_file
+from cloud.cli import main as cloud_main
+from cloud.emulator import EmulatorError
+from cloud.emulator.envfile import read_env_file, write_env_file
+from cloud.emulator.process import EmulatorProcess
 
 REPO = Path(__file__).resolve().parent.parent
 EXPECTED_KEYS = {
@@ -27,6 +31,7 @@ EXPECTED_KEYS = {
     "AWS_SECRET_ACCESS_KEY",
     "AWS_EC2_METADATA_DISABLED",
     "MOTO_PORT",
+    "RSQL_STACK_NAME",
     "RSQL_AGENT_ACTIVITY_ARN",
     "RSQL_AGENT_SECRET_ID",
     "RSQL_AGENT_INSTANCE_ID",
@@ -39,6 +44,7 @@ EXPECTED_KEYS = {
     "PGPORT",
     "PGUSER",
     "PGDATABASE",
+    "PGPASSFILE",
     "RSQL_BIN",
     "RSQL_EMULATOR_PID",
 }
@@ -98,6 +104,7 @@ def test_env_file_has_every_setting_and_is_private(emulator: EmulatorProcess) ->
     assert env["AWS_REGION"] == env["AWS_DEFAULT_REGION"] == "us-east-1"
     assert env["AWS_ACCESS_KEY_ID"] == env["AWS_SECRET_ACCESS_KEY"] == "testing"
     assert env["AWS_EC2_METADATA_DISABLED"] == "true"
+    assert env["RSQL_STACK_NAME"] == "rsql"
     assert env["RSQL_AGENT_ACTIVITY_ARN"] == (
         "arn:aws:states:us-east-1:123456789012:activity:rsql-jobs"
     )
@@ -112,8 +119,33 @@ def test_env_file_has_every_setting_and_is_private(emulator: EmulatorProcess) ->
     assert (env["PGHOST"], env["PGUSER"], env["PGDATABASE"]) == ("127.0.0.1", "awsuser", "dev")
     assert Path(env["RSQL_BIN"]).name == "psql" and os.access(env["RSQL_BIN"], os.X_OK)
     assert env["RSQL_EMULATOR_PID"] == str(emulator.pid)
-    # The agent takes the password from the secret, never from this file.
+    # The agent takes the password from the secret, psql from the password file: never from
+    # this file.
     assert "PGPASSWORD" not in emulator.env_file.read_text()
+    password = (emulator.data_dir / "postgres" / "password").read_text().strip()
+    assert password not in emulator.env_file.read_text()
+    pgpass = Path(env["PGPASSFILE"])
+    assert pgpass == emulator.data_dir / "pgpass"
+    assert stat.S_IMODE(pgpass.stat().st_mode) == 0o600
+
+
+def test_after_sourcing_the_env_file_psql_connects(emulator: EmulatorProcess) -> None:
+    """The env file is enough: the wheel's psql, no password in the environment."""
+    sourced = subprocess.run(
+        [
+            "bash",
+            "-c",
+            f"set -a; . {emulator.env_file}; set +a; "
+            '"$RSQL_BIN" -X -tA -c "select current_user, current_database()"',
+        ],
+        env={"PATH": os.environ["PATH"], "HOME": str(emulator.data_dir)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert sourced.returncode == 0, sourced.stderr
+    assert sourced.stdout.strip() == "awsuser|dev"
 
 
 def test_env_file_is_what_bash_set_a_reads(emulator: EmulatorProcess) -> None:
@@ -230,3 +262,63 @@ def test_a_failed_start_reports_the_emulators_stderr(emulator_data_dir: Path) ->
             emu.start()
     assert time.monotonic() - started < 20
     assert emu.pid is None  # stopped after the failure
+
+
+def test_stack_name_names_that_stacks_resources_in_the_env_file(
+    emulator_data_dir: Path, uid: str
+) -> None:
+    """`--stack-name` (here from $RSQL_STACK_NAME, as every command takes it): after sourcing
+    the env file, `rsql-cloud deploy` makes the very resources the agent settings name."""
+    stack = f"emu-{uid}"
+    with EmulatorProcess(emulator_data_dir, extra_env={"RSQL_STACK_NAME": stack}) as emu:
+        assert emu.env["RSQL_STACK_NAME"] == stack
+        deployed = subprocess.run(
+            [
+                "bash",
+                "-c",
+                f'set -a; . {emu.env_file}; set +a; "$0" -m cloud deploy --json',
+                sys.executable,
+            ],
+            env={
+                "PATH": os.environ["PATH"],
+                "AWS_CONFIG_FILE": os.devnull,
+                "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+            },
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert deployed.returncode == 0, deployed.stderr
+    outputs = json.loads(deployed.stdout)
+    assert outputs["stack_name"] == stack
+    assert emu.env["RSQL_AGENT_ACTIVITY_ARN"] == outputs["activity_arn"]
+    assert emu.env["RSQL_AGENT_ACTIVITY_ARN"].endswith(f":activity:{stack}-jobs")
+    assert emu.env["RSQL_AGENT_LOG_GROUP"] == outputs["log_group"] == f"/{stack}/jobs"
+    assert emu.env["RSQL_AGENT_JOB_AUDIT_TABLE"] == outputs["job_audit_table"]
+    assert outputs["job_audit_table"] == f"{stack}-job-audit"
+
+
+def test_a_bad_stack_name_is_a_usage_error() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "cloud", "emulator", "--stack-name", "no_underscores"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "invalid stack name 'no_underscores'" in done.stderr
+
+
+@pytest.mark.parametrize("command", ["emulator", "demo"])
+def test_help_of_emulator_and_demo_ends_with_an_example(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as done:
+        cloud_main([command, "--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: rsql-cloud {command}")
+    assert "[emulator] extra" in out
+    assert f"example:\n  rsql-cloud {command} " in out

