@@ -18,9 +18,8 @@ from typing import Any, Final
 
 from cloud import commands as handlers
 from cloud.commands import EXIT_BROKEN_PIPE, EXIT_FAILED, EXIT_INTERRUPTED, PROG
-from cloud.names import DEFAULT_SECRET_ID, DEFAULT_STACK_NAME, StackNames
+from cloud.names import DEFAULT_SECRET_ID, add_stack_name_option
 
-STACK_ENV: Final = "RSQL_STACK_NAME"
 DEBUG_ENV: Final = "RSQL_CLOUD_DEBUG"
 
 Handler = Callable[[argparse.Namespace], int]
@@ -154,23 +153,9 @@ def _command(
     commands: Any, name: str, handler: Handler, summary: str, example: str
 ) -> argparse.ArgumentParser:
     sub = _parser(commands, name, summary, example)
-    sub.add_argument(
-        "--stack-name",
-        type=_stack_names,
-        default=os.environ.get(STACK_ENV, DEFAULT_STACK_NAME),
-        metavar="NAME",
-        help=f"the stack every resource name derives from (default: ${STACK_ENV} or "
-        f"{DEFAULT_STACK_NAME!r})",
-    )
+    add_stack_name_option(sub, "the stack every resource name derives from")
     sub.set_defaults(handler=handler)
     return sub
-
-
-def _stack_names(value: str) -> StackNames:
-    try:
-        return StackNames(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _add_deploy(commands: Any) -> None:

@@ -4,6 +4,7 @@ side by side (`rsql` for production, `test1` for a trial) and a name never needs
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from dataclasses import dataclass
 
@@ -68,3 +69,14 @@ def stack_names_argument(value: str) -> StackNames:
         return StackNames(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_stack_name_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """`--stack-name NAME` as every `rsql-cloud` command takes it (parsed into StackNames)."""
+    parser.add_argument(
+        "--stack-name",
+        type=stack_names_argument,
+        default=os.environ.get(STACK_NAME_ENV, DEFAULT_STACK_NAME),
+        metavar="NAME",
+        help=f"{what} (default: ${STACK_NAME_ENV} or {DEFAULT_STACK_NAME!r})",
+    )

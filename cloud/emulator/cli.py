@@ -4,7 +4,6 @@ SIGTERM and write an env file for `set -a; . FILE; set +a`."""
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import threading
@@ -16,12 +15,7 @@ from typing import Final
 
 from cloud.emulator import missing_extra
 from cloud.emulator.server import DEFAULT_PORT, Emulator
-from cloud.names import (
-    DEFAULT_SECRET_ID,
-    DEFAULT_STACK_NAME,
-    STACK_NAME_ENV,
-    stack_names_argument,
-)
+from cloud.names import DEFAULT_SECRET_ID, add_stack_name_option
 
 PROG: Final = "rsql-cloud emulator"
 EXIT_FAILED: Final = 1
@@ -113,14 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--port", type=int, default=DEFAULT_PORT, help="AWS endpoint port (0: any free port)"
     )
-    parser.add_argument(
-        "--stack-name",
-        type=stack_names_argument,
-        default=os.environ.get(STACK_NAME_ENV, DEFAULT_STACK_NAME),
-        metavar="NAME",
-        help="the stack whose resources the env file names (default: "
-        f"${STACK_NAME_ENV} or {DEFAULT_STACK_NAME!r})",
-    )
+    add_stack_name_option(parser, "the stack whose resources the env file names")
     parser.add_argument(
         "--data-dir",
         type=Path,
