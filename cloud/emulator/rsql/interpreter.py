@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Final, Protocol, TextIO
 
 from . import meta, translate
@@ -297,13 +298,25 @@ def format_table(columns: list[str], rows: list[tuple[object, ...]]) -> str:
     """psql's aligned format: header, rule, rows, `(N rows)`."""
     cells = [["" if value is None else str(value) for value in row] for row in rows]
     widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+    # Numbers right-aligned, as psql does.
+    numeric = [bool(rows) and all(_is_number(row[i]) for row in rows) for i in range(len(columns))]
     lines = [" " + " | ".join(c.center(w) for c, w in zip(columns, widths, strict=True))]
     lines.append("-" + "-+-".join("-" * w for w in widths) + "-")
     for row in cells:
-        lines.append(" " + " | ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+        padded = [
+            v.rjust(w) if num else v.ljust(w)
+            for v, w, num in zip(row, widths, numeric, strict=True)
+        ]
+        lines.append(" " + " | ".join(padded).rstrip())
     count = len(rows)
     lines.append(f"({count} row{'' if count == 1 else 's'})")
     return "\n".join(lines) + "\n\n"
+
+
+def _is_number(value: object) -> bool:
+    return value is None or (
+        isinstance(value, int | float | Decimal) and not isinstance(value, bool)
+    )
 
 
 def _exit_code(texts: list[str], line: int) -> int:

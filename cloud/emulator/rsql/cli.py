@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import io
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -98,6 +99,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 
 def run(text: str, source: str, target: Target, variables: dict[str, str]) -> int:
     """Split the script, connect, run it."""
+    # Line by line, so the agent streams a long script's progress as it happens.
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)
     try:
         items = split_script(text)
     except ScriptError as exc:

@@ -52,6 +52,7 @@ class PgSession:
                 f"cannot connect to {target.host}:{target.port} as {target.user} "
                 f"(database {target.dbname}): {reason}"
             ) from None
+
         def show(diag: psycopg.errors.Diagnostic) -> None:
             notices.write(f"{diag.severity}:  {diag.message_primary}\n")
 
