@@ -119,7 +119,9 @@ def _cut_layout_clauses(sql: str, tokens: list[Token]) -> str:
     view = "VIEW" in (t.text.upper() for t in tokens[:6])
     while index < len(tokens):
         token = tokens[index]
-        word = token.text.upper() if token.token_type != TokenType.STRING else ""
+        # Strings and "quoted" names are never clause words: a column may be called "encode".
+        quoted = token.token_type in (TokenType.STRING, TokenType.IDENTIFIER)
+        word = "" if quoted else token.text.upper()
         if token.token_type == TokenType.L_PAREN:
             depth += 1
         elif token.token_type == TokenType.R_PAREN:
