@@ -21,7 +21,7 @@ def test_statements_end_at_semicolons_outside_quotes_comments_and_dollar_bodies(
     )
     assert [(i.sql.splitlines()[0][:30], i.line) for i in items if isinstance(i, Statement)] == [
         ("select 'a;b' as x", 1),
-        ("-- a comment; with a semicolon", 1),
+        ("-- a comment; with a semicolon", 2),
         ("create function f() returns in", 4),
         ("select E'it\\'s;'", 5),
         ("select 'unterminated at the en", 6),
@@ -36,7 +36,7 @@ def test_a_comment_only_tail_is_no_statement_and_lines_count_from_the_first_word
 
 def test_meta_commands_take_their_line_and_pending_sql_stays_pending() -> None:
     items = split_script(
-        "\\echo 'start'\nselect 1\n\\remark 'between'\n+ 1;\n\\IF :ERROR <> 0\n\\endif"
+        "\\echo 'start'\nselect 1\n\\remark 'between'\n+ 1;\n  \\IF :ERROR <> 0\n\\endif\n  x;"
     )
     assert items == [
         Meta("echo", "'start'", 1),
@@ -44,6 +44,7 @@ def test_meta_commands_take_their_line_and_pending_sql_stays_pending() -> None:
         Statement("select 1\n\n+ 1", 2),
         Meta("if", ":ERROR <> 0", 5),
         Meta("endif", "", 6),
+        Statement("x", 7),
     ]
 
 

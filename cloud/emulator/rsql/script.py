@@ -117,7 +117,8 @@ class _Splitter:
             elif char == "\\":
                 self._meta_command()
             else:
-                self._significant()
+                if not char.isspace():
+                    self._significant()
                 ref = VARIABLE_REF.match(text, self.pos) if char == ":" else None
                 if ref and not self._after_colon():
                     self._refs.append((self._buffer_chars, self._buffer_chars + len(ref.group(0))))
