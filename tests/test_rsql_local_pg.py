@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import AwsClients
 
 from cloud.emulator.process import EmulatorProcess
-from conftest import AwsClients
 
 
 @pytest.fixture(scope="module")
