@@ -2,7 +2,8 @@
 
 A workflow file is the sample's item as plain JSON (`../shared/examples/blog_test_workflow.json`
 is accepted as it is). Optional: per stage `max_parallel` (0 = unlimited) and `timeout_seconds`,
-per workflow `heartbeat_seconds`. Every mistake is reported with where it is
+per workflow `heartbeat_seconds`, `legacy_args` (a stage may override it) and `variables`
+(`${NAME}` values for `.sql` jobs). Every mistake is reported with where it is
 (`workflow_stages[1].execution_type: must be 'sequential' or 'parallel', got 'paralel'`), all of
 them at once, and unknown fields are errors: a typo in an optional field must not silently fall
 back to the default.
@@ -44,6 +45,8 @@ MAX_JOB_NAME_LENGTH: Final = 255
 # Also part of execution names and log stream names: keep it to characters both allow.
 _WORKFLOW_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f]")
+# `${NAME}` placeholders of `.sql` jobs.
+_VARIABLE_NAME_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 
 class ConfigError(CloudError):
@@ -85,7 +88,16 @@ def _check_workflow_id(value: str) -> str:
     return value
 
 
+def _check_variable_name(name: str) -> str:
+    if not _VARIABLE_NAME_RE.match(name):
+        raise ValueError(
+            f"variable name {name!r} must be letters, digits and '_', not starting with a digit"
+        )
+    return name
+
+
 JobName = Annotated[str, AfterValidator(_check_job_name)]
+VariableName = Annotated[str, AfterValidator(_check_variable_name)]
 WorkflowId = Annotated[str, AfterValidator(_check_workflow_id)]
 
 
@@ -101,22 +113,25 @@ class Stage(_Model):
     stage_description: str = ""
     max_parallel: int = Field(default=0, ge=0)
     timeout_seconds: int = Field(default=DEFAULT_TIMEOUT_SECONDS, gt=0, le=MAX_TIMEOUT_SECONDS)
+    # None: the workflow's setting (the state machine fills it in).
+    legacy_args: bool | None = None
 
     @property
     def enabled(self) -> bool:
         return self.execution_flag == "y"
 
     def to_attribute(self) -> dict[str, Any]:
-        return {
-            "M": {
-                C.EXECUTION_FLAG: {"S": self.execution_flag},
-                C.EXECUTION_TYPE: {"S": self.execution_type},
-                C.SCRIPTS: {"L": [{"S": script} for script in self.scripts]},
-                C.STAGE_DESCRIPTION: {"S": self.stage_description},
-                C.MAX_PARALLEL: {"N": str(self.max_parallel)},
-                C.TIMEOUT_SECONDS: {"N": str(self.timeout_seconds)},
-            }
+        attributes = {
+            C.EXECUTION_FLAG: {"S": self.execution_flag},
+            C.EXECUTION_TYPE: {"S": self.execution_type},
+            C.SCRIPTS: {"L": [{"S": script} for script in self.scripts]},
+            C.STAGE_DESCRIPTION: {"S": self.stage_description},
+            C.MAX_PARALLEL: {"N": str(self.max_parallel)},
+            C.TIMEOUT_SECONDS: {"N": str(self.timeout_seconds)},
         }
+        if self.legacy_args is not None:
+            attributes[C.LEGACY_ARGS] = {"BOOL": self.legacy_args}
+        return {"M": attributes}
 
 
 class Workflow(_Model):
@@ -124,6 +139,8 @@ class Workflow(_Model):
     workflow_description: str = ""
     workflow_stages: list[Stage] = Field(min_length=1)
     heartbeat_seconds: int = Field(default=DEFAULT_HEARTBEAT_SECONDS, ge=1, le=MAX_TIMEOUT_SECONDS)
+    legacy_args: bool = False
+    variables: dict[VariableName, str] = Field(default_factory=dict)
 
     @property
     def job_names(self) -> list[str]:
@@ -180,6 +197,9 @@ class Workflow(_Model):
             C.WORKFLOW_STAGES: {"L": [stage.to_attribute() for stage in self.workflow_stages]},
             C.HEARTBEAT_SECONDS: {"N": str(self.heartbeat_seconds)},
             C.RSQL_JOBS: {"L": [{"S": job} for job in self.job_names]},
+            C.LEGACY_ARGS: {"BOOL": self.legacy_args},
+            C.VARIABLES: {"M": {name: {"S": value} for name, value in self.variables.items()}},
+            C.VARIABLES_JSON: {"S": json.dumps(self.variables, sort_keys=True)},
         }
 
     @classmethod
@@ -188,7 +208,7 @@ class Workflow(_Model):
         plain = {
             name: _plain(value)
             for name, value in item.items()
-            if name not in (C.RSQL_JOBS, C.RUNNING_EXECUTION_ID)
+            if name not in (C.RSQL_JOBS, C.RUNNING_EXECUTION_ID, C.VARIABLES_JSON)
         }
         return parse_workflow(plain, source)
 
@@ -255,6 +275,7 @@ _TYPE_WORDS: Final = {
     "list_type": "a list",
     "dict_type": "an object",
     "model_type": "an object",
+    "bool_type": "true or false",
 }
 _DYNAMODB_TYPES: Final = frozenset({"S", "N", "L", "M", "BOOL", "NULL", "SS", "NS"})
 _LIMITS: Final = {
@@ -276,6 +297,8 @@ def _describe(error: ErrorDetails) -> list[str]:
 def _location(loc: tuple[int | str, ...]) -> str:
     text = ""
     for part in loc:
+        if part == "[key]":  # pydantic's marker for a mapping's key: the key is named already
+            continue
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text
 
