@@ -74,12 +74,11 @@ def prepare_launch(
 
 
 def _private_path(state_dir: Path, token: str, job_name: str) -> Path:
-    directory = state_dir / "run"
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return directory / f"{token_id(token)}-{safe_name(job_name)}"
+    return state_dir / "run" / f"{token_id(token)}-{safe_name(job_name)}"
 
 
 def _write_private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
