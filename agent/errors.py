@@ -10,6 +10,8 @@ SCRIPT_FAILED: Final = "RSQL.ScriptFailed"
 SCRIPT_TIMEOUT: Final = "RSQL.ScriptTimeout"
 SCRIPT_NOT_FOUND: Final = "RSQL.ScriptNotFound"
 INVALID_INPUT: Final = "RSQL.InvalidInput"
+INVALID_SCRIPT: Final = "RSQL.InvalidScript"
+NOT_CONFIGURED: Final = "Agent.NotConfigured"
 SHUTTING_DOWN: Final = "Agent.ShuttingDown"
 INTERNAL_ERROR: Final = "Agent.InternalError"
 
@@ -57,6 +59,20 @@ class ScriptNotFound(JobError):
 
 class InvalidInput(JobError):
     code = INVALID_INPUT
+
+
+class InvalidScript(JobError):
+    """The script cannot run as it is (Windows line endings with normalising off, a `.sql` job
+    with an unknown `${NAME}`): nothing of it ran."""
+
+    code = INVALID_SCRIPT
+
+
+class NotConfigured(JobError):
+    """This host lacks a setting the job needs (no secret for `legacy_args`, no RSQL client
+    for a `.sql` job)."""
+
+    code = NOT_CONFIGURED
 
 
 class ShuttingDown(JobError):

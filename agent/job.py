@@ -33,6 +33,7 @@ from agent.completion import Completer
 from agent.errors import CancelReason
 from agent.heartbeat import heartbeat_interval_s, keep_alive
 from agent.journal import Journal
+from agent.launch import Launch, failure_sentence, prepare_launch
 from agent.logs import token_id
 from agent.logship import LogShipper
 from agent.runner import (
@@ -67,6 +68,10 @@ class TaskInput(BaseModel):
     timeout_seconds: float = Field(gt=0)
     heartbeat_seconds: float | None = Field(default=None, gt=0)
     restart_of: str | None = None
+    # Run the script as the AWS sample did: `<script> <legacy dir> <secret id> [args...]`.
+    legacy_args: bool = False
+    # `${NAME}` values for `.sql` jobs (the workflow's `variables`).
+    variables: dict[str, str] = Field(default_factory=dict)
 
 
 def parse_task_input(raw: str) -> TaskInput:
@@ -190,27 +195,60 @@ async def _handle_valid(ctx: JobContext, job: RunningJob, task: TaskInput) -> Ou
     try:
         script = resolve_script(ctx.settings.script_dir, task.job_name)
     except errors.JobError as exc:
-        outcome = Outcome(schema.FAILED, error=exc)
-        await ctx.audit.record_at_once(key, outcome.audit_end(), None)
-        return outcome
+        return await _failed_at_once(ctx, key, exc)
     if task.restart_of:
         previous = await ctx.audit.previous_run(task.job_name, task.restart_of)
         if previous.get(schema.JobAudit.EXECUTION_STATUS) == schema.COMPLETED:
             return await _skip(ctx, key, previous)
     if job.cancel_reason is not None:
         return _cancelled_before_start(job)
-    job.attempt, job.log_stream = await ctx.audit.start(key)
-    ctx.journal.note(job.token, attempt=job.attempt)
     try:
-        outcome = await _run(ctx, job, task, script)
-    except Exception as exc:  # the log file cannot be created, ...: the row must not stay Running
-        log.exception("job_internal_error")
-        outcome = Outcome(schema.FAILED, error=errors.classify(exc))
-    await _finish_audit(ctx, key, job, outcome)
+        plan = _prepare(ctx, job, task, script)
+    except errors.JobError as exc:
+        return await _failed_at_once(ctx, key, exc)
+    try:
+        job.attempt, job.log_stream = await ctx.audit.start(key)
+        ctx.journal.note(job.token, attempt=job.attempt)
+        try:
+            outcome = await _run(ctx, job, task, plan)
+        except (
+            Exception
+        ) as exc:  # the log file cannot be created, ...: the row must not stay Running
+            log.exception("job_internal_error")
+            outcome = Outcome(schema.FAILED, error=errors.classify(exc))
+        await _finish_audit(ctx, key, job, outcome)
+        return outcome
+    finally:
+        plan.cleanup()
+
+
+async def _failed_at_once(ctx: JobContext, key: JobKey, error: errors.JobError) -> Outcome:
+    """A job that fails before its script starts: one final audit row, no log stream."""
+    outcome = Outcome(schema.FAILED, error=error)
+    await ctx.audit.record_at_once(key, outcome.audit_end(), None)
     return outcome
 
 
-async def _run(ctx: JobContext, job: RunningJob, task: TaskInput, script: Path) -> Outcome:
+def _prepare(ctx: JobContext, job: RunningJob, task: TaskInput, script: Path) -> Launch:
+    env = job_env(
+        ctx.env, ctx.connection_env, task.workflow_id, task.workflow_execution_id, task.job_name
+    )
+    try:
+        return prepare_launch(
+            ctx.settings,
+            job.token,
+            task.job_name,
+            script,
+            env,
+            args=task.args,
+            legacy_args=task.legacy_args,
+            variables=task.variables,
+        )
+    except OSError as exc:
+        raise errors.InvalidScript(f"Cannot read {task.job_name}: {exc.strerror}.") from None
+
+
+async def _run(ctx: JobContext, job: RunningJob, task: TaskInput, launch: Launch) -> Outcome:
     settings = ctx.settings
     assert job.attempt is not None and job.log_stream is not None
     path = log_file_path(
@@ -225,15 +263,9 @@ async def _run(ctx: JobContext, job: RunningJob, task: TaskInput, script: Path) 
     started = time.monotonic()
     try:
         result = await run_script(
-            [str(settings.shell), str(script), *task.args],
+            launch.argv,
             cwd=settings.script_dir,
-            env=job_env(
-                ctx.env,
-                ctx.connection_env,
-                task.workflow_id,
-                task.workflow_execution_id,
-                task.job_name,
-            ),
+            env=launch.env,
             output=output,
             timeout_s=task.timeout_seconds,
             cancel=job.cancelled,
@@ -288,7 +320,7 @@ def _outcome(
         )
     elif result.exit_code != 0:
         base.error = errors.ScriptFailed(
-            f"The script {task.job_name} failed with {how}.",
+            failure_sentence(task.job_name, how, tail),
             output_tail=tail,
             exit_code=result.exit_code,
         )

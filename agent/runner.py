@@ -82,12 +82,13 @@ def log_file_path(
 ) -> Path:
     """`<log_dir>/<workflow_id>/<execution_id>/<job_name>[.<attempt>].log`, each part made
     safe as one file name (ids come from task input, which is not trusted with paths)."""
-    parts = [_safe(workflow_id), _safe(workflow_execution_id)]
-    stem = _safe(job_name) + (f".{attempt}" if attempt > 1 else "")
+    parts = [safe_name(workflow_id), safe_name(workflow_execution_id)]
+    stem = safe_name(job_name) + (f".{attempt}" if attempt > 1 else "")
     return log_dir.joinpath(*parts, f"{stem}.log")
 
 
-def _safe(part: str) -> str:
+def safe_name(part: str) -> str:
+    """`part` as one safe file name (task input is not trusted with paths)."""
     cleaned = _UNSAFE.sub("_", part)[:200]
     return "_" + cleaned[1:] if cleaned.startswith(".") or not cleaned else cleaned
 

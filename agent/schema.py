@@ -68,6 +68,13 @@ class Config:
     # Written by `workflow put` so the state machine can copy the flat job list into the
     # workflow audit row without flattening lists in ASL.
     RSQL_JOBS: Final = "rsql_jobs"
+    # Scripts written for the AWS sample get `<dir with get_redshift_creds.sh> <secret id>` as
+    # their arguments: per workflow, per stage overriding it.
+    LEGACY_ARGS: Final = "legacy_args"
+    # `${NAME}` values for `.sql` jobs (a map), and the same as a JSON string for the state
+    # machine, which cannot turn a DynamoDB map into plain JSON (written by `workflow put`).
+    VARIABLES: Final = "variables"
+    VARIABLES_JSON: Final = "variables_json"
     # The lock that keeps one workflow from running twice at once: the execution holding it.
     RUNNING_EXECUTION_ID: Final = "running_execution_id"
 

@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     log_dir: Path = Path("/var/log/rsql-agent")
     state_dir: Path = Path("/var/lib/rsql-agent")
     shell: Path = Path("/bin/bash")
+    # Scripts saved with Windows line endings run from a private copy with Unix ones; when off,
+    # such a script fails at once with a cause that says how to convert it.
+    normalise_crlf: bool = True
+    # The RSQL client `.sql` jobs run through: a path, or a name looked up on the job's PATH.
+    rsql_bin: str = Field(default="rsql", min_length=1)
 
     # Capacity.
     concurrency: int = Field(default=8, ge=1, le=1024)

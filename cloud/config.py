@@ -1,11 +1,12 @@
 """The workflow config: the AWS sample's config item, validated, plus our optional settings.
 
 A workflow file is the sample's item as plain JSON: the AWS sample's config item is accepted as
-it is (`tests/data/aws_sample_blog_test_workflow.json`). Optional: per stage
-`max_parallel` (0 = unlimited) and `timeout_seconds`, per workflow `heartbeat_seconds`. Every
-mistake is reported with where it is (`workflow_stages[1].execution_type: must be 'sequential'
-or 'parallel', got 'paralel'`), all of them at once, and unknown fields are errors: a typo in
-an optional field must not silently fall back to the default.
+it is (`tests/data/aws_sample_blog_test_workflow.json`). Optional: per stage `max_parallel`
+(0 = unlimited) and `timeout_seconds`, per workflow `heartbeat_seconds`, `legacy_args` (a stage
+may override it) and `variables` (`${NAME}` values for `.sql` jobs). Every mistake is reported
+with where it is (`workflow_stages[1].execution_type: must be 'sequential' or 'parallel', got
+'paralel'`), all of them at once, and unknown fields are errors: a typo in an optional field
+must not silently fall back to the default.
 
 `Workflow.to_item()` is the DynamoDB item the state machine reads: native types, every default
 filled in (the state machine reads `max_parallel`, `timeout_seconds`, `heartbeat_seconds` and
@@ -45,6 +46,8 @@ MAX_JOB_NAME_LENGTH: Final = 255
 # Also part of execution names and log stream names: keep it to characters both allow.
 _WORKFLOW_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f]")
+# `${NAME}` placeholders of `.sql` jobs.
+_VARIABLE_NAME_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 
 class ConfigError(CloudError):
@@ -86,7 +89,16 @@ def _check_workflow_id(value: str) -> str:
     return value
 
 
+def _check_variable_name(name: str) -> str:
+    if not _VARIABLE_NAME_RE.match(name):
+        raise ValueError(
+            f"variable name {name!r} must be letters, digits and '_', not starting with a digit"
+        )
+    return name
+
+
 JobName = Annotated[str, AfterValidator(_check_job_name)]
+VariableName = Annotated[str, AfterValidator(_check_variable_name)]
 WorkflowId = Annotated[str, AfterValidator(_check_workflow_id)]
 
 
@@ -102,6 +114,8 @@ class Stage(_Model):
     stage_description: str = ""
     max_parallel: int = Field(default=0, ge=0)
     timeout_seconds: int = Field(default=DEFAULT_TIMEOUT_SECONDS, gt=0, le=MAX_TIMEOUT_SECONDS)
+    # None: the workflow's setting (the state machine fills it in).
+    legacy_args: bool | None = None
 
     @property
     def enabled(self) -> bool:
@@ -113,6 +127,8 @@ class Workflow(_Model):
     workflow_description: str = ""
     workflow_stages: list[Stage] = Field(min_length=1)
     heartbeat_seconds: int = Field(default=DEFAULT_HEARTBEAT_SECONDS, ge=1, le=MAX_TIMEOUT_SECONDS)
+    legacy_args: bool = False
+    variables: dict[VariableName, str] = Field(default_factory=dict)
 
     @property
     def job_names(self) -> list[str]:
@@ -163,14 +179,19 @@ class Workflow(_Model):
 
     def to_item(self) -> dict[str, Any]:
         """The config table item: native DynamoDB types, every default filled in."""
-        # The model's field names are the item's attribute names (`from_item` relies on it).
-        return items.to_item({**self.model_dump(), C.RSQL_JOBS: self.job_names})
+        # The model's field names are the item's attribute names (`from_item` relies on it). A
+        # stage without its own legacy_args has no such attribute: the state machine then fills
+        # in the workflow's. `variables_json` is the map as the state machine hands it on.
+        values = self.model_dump(exclude_none=True)
+        values[C.RSQL_JOBS] = self.job_names
+        values[C.VARIABLES_JSON] = json.dumps(self.variables, sort_keys=True)
+        return items.to_item(values)
 
     @classmethod
     def from_item(cls, item: dict[str, Any], source: str = "config item") -> Workflow:
         """The reverse of `to_item` (the lock and the derived job list are not config)."""
         plain = items.from_item(item)
-        for name in (C.RSQL_JOBS, C.RUNNING_EXECUTION_ID):
+        for name in (C.RSQL_JOBS, C.RUNNING_EXECUTION_ID, C.VARIABLES_JSON):
             plain.pop(name, None)
         return parse_workflow(plain, source)
 
@@ -225,6 +246,7 @@ _TYPE_WORDS: Final = {
     "list_type": "a list",
     "dict_type": "an object",
     "model_type": "an object",
+    "bool_type": "true or false",
 }
 _DYNAMODB_TYPES: Final = frozenset({"S", "N", "L", "M", "BOOL", "NULL", "SS", "NS"})
 _LIMITS: Final = {
@@ -246,6 +268,8 @@ def _describe(error: ErrorDetails) -> list[str]:
 def _location(loc: tuple[int | str, ...]) -> str:
     text = ""
     for part in loc:
+        if part == "[key]":  # pydantic's marker for a mapping's key: the key is named already
+            continue
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text
 

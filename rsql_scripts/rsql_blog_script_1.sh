@@ -1,14 +1,38 @@
-#!/usr/bin/env bash
-# Stage 1 (sequential): create the schema rsql_blog.
-# Runs under rsql-agent: the connection (RSQL_HOST, RSQL_PORT, RSQL_USER, RSQL_DB and the password
-# in RSPASSWORD / PGPASSWORD) comes from the Redshift secret; RSQL_BIN names the client (the real
-# `rsql` on a host, the emulator's psql in the demo). Any SQL error makes the script exit non-zero.
-set -euo pipefail
+source $1/get_redshift_creds.sh $2
+rsql -h $HOST -U $USER -d $DB << EOF
 
-RSQL="${RSQL_BIN:-rsql}"
-echo "[${RSQL_JOB_NAME:-$(basename "$0")}] start: Stage 1 (sequential): create the schema rsql_blog."
-"$RSQL" -h "$RSQL_HOST" -p "$RSQL_PORT" -U "$RSQL_USER" -d "$RSQL_DB" -v ON_ERROR_STOP=1 <<'SQL'
-\echo 'Creating schema rsql_blog'
-CREATE SCHEMA IF NOT EXISTS rsql_blog;
-SQL
-echo "[${RSQL_JOB_NAME:-$(basename "$0")}] done"
+\echo ' ------------------------------- '
+\echo Start Time - $(date +"%T.%N")
+\echo 'rsql_blog_script_1.sh job started'
+
+begin ;
+
+/* SET QUERY Group */
+SET query_group to 'rsql_blog_querygroup';
+
+\echo '----Creating the rsql_blog schema----'
+
+CREATE SCHEMA if not exists rsql_blog ;
+
+\if :ERROR <> 0
+ \echo 'Create Schema Statement Failed with Below Details'
+ \echo 'Error Code -'
+ \echo :ERRORCODE
+ \remark :LAST_ERROR_MESSAGE
+ \exit 21
+\else
+ \echo :ACTIVITYCOUNT
+ \remark '**** Statement Executed Successfully ****'
+\endif
+
+commit ;
+
+\echo '********** JOB COMPLETED SUCCESSFULLY ***********'
+\exit 0
+
+EOF
+
+rsqlexitcode=$?
+echo Completion Time - $(date +"%T.%N")
+echo "rsql_blog_script_1.sh job exited with error code $rsqlexitcode"
+exit $rsqlexitcode

@@ -1,16 +1,43 @@
-#!/usr/bin/env bash
-# Stage 3 (parallel): insert row 4 into rsql_blog.blog_table.
-# Runs under rsql-agent: the connection (RSQL_HOST, RSQL_PORT, RSQL_USER, RSQL_DB and the password
-# in RSPASSWORD / PGPASSWORD) comes from the Redshift secret; RSQL_BIN names the client (the real
-# `rsql` on a host, the emulator's psql in the demo). Any SQL error makes the script exit non-zero.
-set -euo pipefail
+source $1/get_redshift_creds.sh $2
+rsql -h $HOST -U $USER -d $DB << EOF
 
-RSQL="${RSQL_BIN:-rsql}"
-echo "[${RSQL_JOB_NAME:-$(basename "$0")}] start: Stage 3 (parallel): insert row 4 into rsql_blog.blog_table."
-"$RSQL" -h "$RSQL_HOST" -p "$RSQL_PORT" -U "$RSQL_USER" -d "$RSQL_DB" -v ON_ERROR_STOP=1 <<'SQL'
-\echo 'Inserting row 4'
-INSERT INTO rsql_blog.blog_table (id, title, created_by)
-VALUES (4, 'row 4 from rsql_blog_script_6.sh', current_user);
-SELECT count(*) AS rows_so_far FROM rsql_blog.blog_table;
-SQL
-echo "[${RSQL_JOB_NAME:-$(basename "$0")}] done"
+\echo ' ------------------------------- '
+\echo Start Time - $(date +"%T.%N")
+\echo 'rsql_blog_script_6.sh job started'
+
+begin ;
+
+/* SET QUERY Group */
+SET query_group to 'rsql_blog_querygroup';
+
+\echo '----Inserting data into blog table----'
+
+INSERT INTO "rsql_blog"."blog_table" VALUES
+(
+	4,
+    'rsql_blog_script_6.sh',
+	GETDATE()
+);
+
+\if :ERROR <> 0
+ \echo 'Insert Statement Failed with Below Details'
+ \echo 'Error Code -'
+ \echo :ERRORCODE
+ \remark :LAST_ERROR_MESSAGE
+ \exit 21
+\else
+ \echo :ACTIVITYCOUNT
+ \remark '**** Statement Executed Successfully ****'
+\endif
+
+commit ;
+
+\echo '********** JOB COMPLETED SUCCESSFULLY ***********'
+\exit 0
+
+EOF
+
+rsqlexitcode=$?
+echo Completion Time - $(date +"%T.%N")
+echo "rsql_blog_script_6.sh job exited with error code $rsqlexitcode"
+exit $rsqlexitcode

@@ -87,6 +87,9 @@ def test_to_item_has_native_types_every_default_and_the_job_list() -> None:
         "workflow_description": {"S": "test"},
         "heartbeat_seconds": {"N": str(DEFAULT_HEARTBEAT_SECONDS)},
         "rsql_jobs": {"L": [{"S": "a.sh"}, {"S": "b.sh"}, {"S": "c.sh"}, {"S": "d.sh"}]},
+        "legacy_args": {"BOOL": False},
+        "variables": {"M": {}},
+        "variables_json": {"S": "{}"},
         "workflow_stages": {
             "L": [
                 {
@@ -116,6 +119,39 @@ def test_optional_settings_reach_the_item() -> None:
     stage = item["workflow_stages"]["L"][1]["M"]
     assert stage["max_parallel"] == {"N": "3"} and stage["timeout_seconds"] == {"N": "120"}
     assert item["heartbeat_seconds"] == {"N": "5"}
+
+
+def test_legacy_args_and_variables_reach_the_item() -> None:
+    data = sample()
+    data["legacy_args"] = True
+    data["workflow_stages"][1]["legacy_args"] = False
+    data["variables"] = {"LOAD_DATE": "2026-11-27", "_SCHEMA": "rsql_blog"}
+    workflow = parse_workflow(data)
+    item = workflow.to_item()
+    assert item["legacy_args"] == {"BOOL": True}
+    stages = [stage["M"] for stage in item["workflow_stages"]["L"]]
+    # A stage without its own setting has none in the item: the state machine takes the
+    # workflow's.
+    assert "legacy_args" not in stages[0] and stages[1]["legacy_args"] == {"BOOL": False}
+    assert item["variables"] == {
+        "M": {"LOAD_DATE": {"S": "2026-11-27"}, "_SCHEMA": {"S": "rsql_blog"}}
+    }
+    assert json.loads(item["variables_json"]["S"]) == data["variables"]
+    assert Workflow.from_item(item) == workflow
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"legacy_args": "yes"}, "legacy_args: must be true or false, got string 'yes'"),
+        ({"variables": {"1X": "v"}}, "variables.1X: variable name '1X' must be letters"),
+        ({"variables": {"X": 5}}, "variables.X: must be a string, got number 5"),
+    ],
+)
+def test_bad_legacy_args_and_variables_are_named(change: dict[str, Any], expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_workflow({**sample(), **change})
+    assert any(expected in problem for problem in caught.value.problems), caught.value.problems
 
 
 def test_from_item_reverses_to_item_and_ignores_the_lock() -> None:

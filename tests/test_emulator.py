@@ -47,6 +47,9 @@ EXPECTED_KEYS = {
     "PGPASSFILE",
     "RSQL_BIN",
     "RSQL_EMULATOR_PID",
+    # The local rsql: its directory first on PATH, and the agent's client for .sql jobs.
+    "PATH",
+    "RSQL_AGENT_RSQL_BIN",
 }
 
 
@@ -119,6 +122,9 @@ def test_env_file_has_every_setting_and_is_private(emulator: EmulatorProcess) ->
     assert (env["PGHOST"], env["PGUSER"], env["PGDATABASE"]) == ("127.0.0.1", "awsuser", "dev")
     assert Path(env["RSQL_BIN"]).name == "psql" and os.access(env["RSQL_BIN"], os.X_OK)
     assert env["RSQL_EMULATOR_PID"] == str(emulator.pid)
+    rsql = emulator.data_dir / "bin" / "rsql"
+    assert env["RSQL_AGENT_RSQL_BIN"] == str(rsql) and os.access(rsql, os.X_OK)
+    assert env["PATH"].split(":")[0] == str(rsql.parent)
     # The agent takes the password from the secret, psql from the password file: never from
     # this file.
     assert "PGPASSWORD" not in emulator.env_file.read_text()

@@ -59,6 +59,8 @@ def test_activity_task_has_timeouts_and_retries_for_lost_hosts() -> None:
         "timeout_seconds.$",
         "heartbeat_seconds.$",
         "restart_of.$",
+        "legacy_args.$",
+        "variables.$",
     }
 
 

@@ -161,7 +161,7 @@ def test_sample_workflow_end_to_end(
                 logGroupName=deployed.names.log_group, logStreamName=stream, startFromHead=True
             )["events"]
         ]
-        assert f"[{job}] done" in lines
+        assert f"{job} job exited with error code 0" in lines
 
     # `workflow status --json` shows the same rows; `workflow logs` the CloudWatch lines.
     assert cloud_main(["workflow", "status", execution_id, "--json", *deployed.stack_args]) == 0
@@ -173,7 +173,8 @@ def test_sample_workflow_end_to_end(
         )
         == 0
     )
-    assert "Inserting row 2" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "rsql_blog_script_4.sh job started" in out and "INSERT 0 1" in out
 
     # The validation query of the AWS sample, with the secret's password.
     secret = json.loads(aws.secrets.get_secret_value(SecretId="rsql/redshift")["SecretString"])
@@ -201,6 +202,52 @@ def test_sample_workflow_end_to_end(
 
 def settings_env(key: str) -> str:
     return os.environ[key]
+
+
+def test_legacy_args_and_variables_reach_the_jobs_through_the_state_machine(
+    aws: Any, deployed: Deployed, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = settings_for(deployed, tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    write_script(settings.script_dir, "legacy.sh", f'echo "$# ${{2-}}" > {out}/legacy')
+    write_script(settings.script_dir, "plain.sh", f'echo "$#" > {out}/plain')
+    (settings.script_dir / "fill.sql").write_text(
+        "\\echo '${GREETING}, ${RSQL_WORKFLOW_ID}'\nSELECT 1;\n"
+    )
+    config = {
+        "workflow_id": "legacy_wf",
+        "legacy_args": True,
+        "variables": {"GREETING": "hello"},
+        "workflow_stages": [
+            stage(["legacy.sh"]),
+            stage(["plain.sh"], legacy_args=False),
+            stage(["fill.sql"]),
+        ],
+    }
+    put_workflow(deployed, tmp_path, config)
+    with agent_thread(settings):
+        assert start_and_wait(deployed, "legacy_wf", "legacy-run-1") == 0
+        assert (out / "legacy").read_text() == f"2 {settings.secret_id}\n"
+        assert (out / "plain").read_text() == "0\n"
+        assert (
+            cloud_main(["workflow", "logs", "legacy-run-1", "fill.sql", *deployed.stack_args]) == 0
+        )
+        assert "hello, legacy_wf" in capsys.readouterr().out
+
+        # An item put before these settings existed runs with neither.
+        table = deployed.names.config_table
+        aws.ddb.update_item(
+            TableName=table,
+            Key={"workflow_id": {"S": "legacy_wf"}},
+            UpdateExpression="REMOVE legacy_args, variables, variables_json",
+        )
+        (out / "legacy").unlink()
+        assert start_and_wait(deployed, "legacy_wf", "legacy-run-2") == 1
+    capsys.readouterr()
+    assert (out / "legacy").read_text() == "0 \n"
+    row = job_row(aws, deployed, "fill.sql", "legacy-run-2")
+    assert row["error"] == "RSQL.InvalidScript" and "${GREETING} (line 1)" in row["cause"]
 
 
 # -- failures ------------------------------------------------------------------------------------

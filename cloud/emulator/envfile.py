@@ -38,6 +38,7 @@ def env_file_values(
     database: Connection,
     psql: Path,
     pgpass: Path,
+    rsql: Path | None = None,
 ) -> dict[str, str]:
     """Every setting `rsql-cloud`, `rsql-agent run` and `psql` need to use the emulator; the
     database password stays out of them (`pgpass` holds it, for libpq; the secret, for the
@@ -67,6 +68,11 @@ def env_file_values(
     }
     if script_dir is not None:
         values["RSQL_AGENT_SCRIPT_DIR"] = str(script_dir)
+    if rsql is not None:
+        # The local rsql first on PATH: scripts call plain `rsql`, as on a host; `.sql` jobs
+        # run it through the agent's setting.
+        values["PATH"] = f"{rsql.parent}:{os.environ.get('PATH', '/usr/local/bin:/usr/bin:/bin')}"
+        values["RSQL_AGENT_RSQL_BIN"] = str(rsql)
     return values
 
 

@@ -21,6 +21,7 @@ from cloud.emulator.envfile import (
     env_file_values,
     write_env_file,
 )
+from cloud.emulator.rsql import wrapper as rsql_wrapper
 from cloud.names import DEFAULT_SECRET_ID, StackNames
 
 DEFAULT_PORT: Final = 5000
@@ -75,6 +76,7 @@ class Emulator:
             database=connection,
             psql=self._pg.psql,
             pgpass=pgpass,
+            rsql=rsql_wrapper.install(self.data_dir / "bin"),
         )
         values[PID_KEY] = str(os.getpid())
         write_env_file(self.env_file, values)
