@@ -211,6 +211,8 @@ def _add_workflow(commands: Any) -> None:
     _add_start(verbs)
     _add_status(verbs)
     _add_logs(verbs)
+    _add_report(verbs)
+    _add_history(verbs)
 
 
 def _add_start(verbs: Any) -> None:
@@ -272,6 +274,43 @@ def _add_logs(verbs: Any) -> None:
     )
 
 
+def _add_report(verbs: Any) -> None:
+    report = _command(
+        verbs,
+        "report",
+        handlers.report,
+        "write one run as a self-contained HTML page: a timeline of its jobs by stage, the "
+        "critical path, log links, failure causes, each job's duration over the last runs",
+        "rsql-cloud workflow report blog_test_workflow-20261127T080102-1a2b --html run.html",
+    )
+    report.add_argument("execution_id", metavar="EXECUTION_ID")
+    report.add_argument(
+        "--html", type=Path, required=True, metavar="FILE", help="the page to write"
+    )
+    report.add_argument(
+        "--runs",
+        type=_count,
+        default=20,
+        metavar="N",
+        help="how many of the workflow's runs (up to this one) the sparklines show (default 20)",
+    )
+
+
+def _add_history(verbs: Any) -> None:
+    history = _command(
+        verbs,
+        "history",
+        handlers.history,
+        "list a workflow's runs, newest first: status, start, duration, the job that failed",
+        "rsql-cloud workflow history blog_test_workflow --limit 5",
+    )
+    history.add_argument("workflow_id", metavar="WORKFLOW_ID")
+    history.add_argument(
+        "--limit", type=_count, default=20, metavar="N", help="at most N runs (default 20)"
+    )
+    history.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
 def _add_iam(commands: Any) -> None:
     verbs = _group(
         commands,
@@ -292,6 +331,16 @@ def _add_iam(commands: Any) -> None:
         help="the Redshift connection secret "
         f"(default: $RSQL_AGENT_SECRET_ID or {DEFAULT_SECRET_ID})",
     )
+
+
+def _count(value: str) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if not 1 <= count <= 1000:
+        raise argparse.ArgumentTypeError(f"must be 1 to 1000, got {value}")
+    return count
 
 
 def _positive_seconds(value: str) -> float:

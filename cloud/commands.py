@@ -1,6 +1,6 @@
 """What each `rsql-cloud` command does once its arguments are parsed: a function from the
 parsed arguments to an exit code. The work itself lives in `deploy`, `runs`, `reports`,
-`logs` and `progress`; these functions print what it did.
+`logs`, `progress`, `history` and `report`; these functions print what it did.
 
 Each handler imports what it needs when it runs: boto3 and pydantic take a second to load,
 and `rsql-cloud --help` (or a typo) should not wait for them.
@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
@@ -190,6 +191,42 @@ def logs(args: argparse.Namespace) -> int:
 
     print_logs(_stack(args), args.execution_id, args.job, print, follow=args.follow)
     return 0
+
+
+def report(args: argparse.Namespace) -> int:
+    """`workflow report`: one run as a self-contained HTML page."""
+    from cloud.report import build_report
+    from cloud.report_html import render
+
+    built = build_report(_stack(args), args.execution_id, runs=args.runs)
+    target: Path = args.html
+    # Written beside the target, then renamed: a reader never sees half a page.
+    partial = target.with_name(f".{target.name}.partial")
+    partial.write_text(render(built), encoding="utf-8")
+    partial.replace(target)
+    path = " -> ".join(built.critical_path) or "-"
+    print(f"Wrote {target}: {len(built.jobs)} jobs of {built.execution_id} ({built.status})")
+    print(f"  critical path: {path}")
+    return 0
+
+
+def history(args: argparse.Namespace) -> int:
+    """`workflow history`: a workflow's runs, newest first."""
+    from cloud.history import history_dicts, history_lines, runs_or_error
+
+    runs, failed = runs_or_error(_stack(args), args.workflow_id, args.limit, note=_note)
+    if args.json:
+        print(json.dumps(history_dicts(runs, failed), indent=2))
+    elif not runs:
+        print(f"No runs of workflow {args.workflow_id} yet.")
+    else:
+        for line in history_lines(runs, failed):
+            print(line)
+    return 0
+
+
+def _note(message: str) -> None:
+    _stderr(f"note: {message}")
 
 
 def agent_policy(args: argparse.Namespace) -> int:

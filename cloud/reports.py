@@ -35,26 +35,37 @@ _JOB_HEADERS: Final = (
 
 
 def job_rows(stack: Stack, jobs: list[str], execution_name: str) -> dict[str, dict[str, Any]]:
-    """The job audit rows of one run, by job name (BatchGetItem, 100 keys a request)."""
-    rows: dict[str, dict[str, Any]] = {}
-    table = stack.names.job_audit_table
-    for start in range(0, len(jobs), _BATCH_GET_MAX_KEYS):
-        keys = [
-            to_item({J.JOB_NAME: job, J.WORKFLOW_EXECUTION_ID: execution_name})
-            for job in jobs[start : start + _BATCH_GET_MAX_KEYS]
-        ]
-        request: Any = {table: {"Keys": keys, "ConsistentRead": True}}
+    """The job audit rows of one run, by job name."""
+    keys = [{J.JOB_NAME: job, J.WORKFLOW_EXECUTION_ID: execution_name} for job in jobs]
+    rows = batch_get(stack, stack.names.job_audit_table, keys)
+    return {str(row[J.JOB_NAME]): row for row in rows}
+
+
+def batch_get(
+    stack: Stack, table: str, keys: list[dict[str, Any]], attributes: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """The items of `table` with these keys (plain values), in no particular order; missing
+    ones are left out. BatchGetItem, 100 keys a request; `attributes` limits what comes back
+    (the read costs the same, the answer is smaller)."""
+    found: list[dict[str, Any]] = []
+    for start in range(0, len(keys), _BATCH_GET_MAX_KEYS):
+        batch: dict[str, Any] = {
+            "Keys": [to_item(key) for key in keys[start : start + _BATCH_GET_MAX_KEYS]],
+            "ConsistentRead": True,
+        }
+        if attributes:
+            batch["ProjectionExpression"] = ", ".join(f"#a{i}" for i in range(len(attributes)))
+            batch["ExpressionAttributeNames"] = {f"#a{i}": a for i, a in enumerate(attributes)}
+        request: Any = {table: batch}
         for attempt in range(_BATCH_GET_ATTEMPTS):
             with stack.deployed():
                 answer = stack.aws.dynamodb.batch_get_item(RequestItems=request)
-            for item in answer.get("Responses", {}).get(table, []):
-                row = from_item(item)
-                rows[str(row[J.JOB_NAME])] = row
+            found += [from_item(item) for item in answer.get("Responses", {}).get(table, [])]
             request = answer.get("UnprocessedKeys") or {}
             if not request:
                 break
             time.sleep(0.05 * 2**attempt)  # throttled: back off, as DynamoDB asks
-    return rows
+    return found
 
 
 def workflow_row(stack: Stack, execution_name: str) -> dict[str, Any] | None:
@@ -207,6 +218,11 @@ def _job_table(jobs: list[JobStatus]) -> list[str]:
                 str(job.row.get(J.EXECUTION_START_TS, "-")),
             ]
         )
+    return format_table(table)
+
+
+def format_table(table: list[list[str]]) -> list[str]:
+    """Rows of cells (the first the headers) as lines of left-aligned columns."""
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
     return [
         "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()

@@ -123,17 +123,26 @@ class Table(Resource):
             return [self.step(what, None, {}, waiter="table_not_exists", waiter_params=key), create]
         if problem := self.spec.key_mismatch(described):
             raise DeployError(problem)
-        if tables.billing_mode(described) == tables.BILLING_MODE:
-            return []
-        return [
-            self.step(
-                f"Updating {self.kind} to on-demand capacity",
-                "update_table",
-                {**key, "BillingMode": tables.BILLING_MODE},
-                waiter="table_exists",
-                waiter_params=key,
-            )
-        ]
+        plan = []
+        if tables.billing_mode(described) != tables.BILLING_MODE:
+            what = f"Updating {self.kind} to on-demand capacity"
+            billing = {**key, "BillingMode": tables.BILLING_MODE}
+            plan.append(self.step(what, "update_table", billing, **self._until_active()))
+        # A table from before an index existed gets it in place (one index per UpdateTable, as
+        # DynamoDB allows). The wait ends when the table is ACTIVE; the index may still be
+        # backfilling a while after that, and its readers fall back to a Scan meanwhile.
+        for index in self.spec.missing_indexes(described):
+            params: dict[str, Any] = {
+                **key,
+                "AttributeDefinitions": self.spec.attribute_definitions(index),
+                "GlobalSecondaryIndexUpdates": [{"Create": index.create_params()}],
+            }
+            what = f"Creating index {index.name} of {self.kind}"
+            plan.append(self.step(what, "update_table", params, **self._until_active()))
+        return plan
+
+    def _until_active(self) -> dict[str, Any]:
+        return {"waiter": "table_exists", "waiter_params": {"TableName": self.name}}
 
     def deletion(self, remote: RemoteState) -> list[Instruction]:
         key = {"TableName": self.name}

@@ -13,6 +13,8 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+from botocore.exceptions import ClientError
 from conftest import POLL_WAIT_S, AwsClients
 from sfn_helpers import (
     ROLE_ARN,
@@ -385,3 +387,28 @@ def test_context_object_times_are_aws_timestamps(aws: AwsClients, uid: str) -> N
     aws_time = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
     assert all(aws_time.match(value) for value in output.values()), output
     assert output["started"] <= output["entered"]
+
+
+def test_a_query_on_a_missing_index_is_a_validation_error(aws: AwsClients, uid: str) -> None:
+    table = f"noindex-{uid}"
+    aws.ddb.create_table(
+        TableName=table,
+        KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    query = {
+        "TableName": table,
+        "KeyConditionExpression": "#a = :a",
+        "ExpressionAttributeNames": {"#a": "a"},
+        "ExpressionAttributeValues": {":a": {"S": "x"}},
+    }
+    with pytest.raises(ClientError) as raised:
+        aws.ddb.query(**query, IndexName="by_a")
+    error = raised.value.response["Error"]
+    assert error["Code"] == "ValidationException"
+    assert error["Message"] == "The table does not have the specified index: by_a"
+    # A missing table is still ResourceNotFoundException.
+    with pytest.raises(ClientError) as raised:
+        aws.ddb.query(**{**query, "TableName": f"gone-{uid}"}, IndexName="by_a")
+    assert raised.value.response["Error"]["Code"] == "ResourceNotFoundException"

@@ -56,6 +56,9 @@ class FakeRemote:
                 "KeySchema": [{"AttributeName": a, "KeyType": k} for a, k in keys],
                 "BillingModeSummary": {"BillingMode": "PAY_PER_REQUEST"},
             }
+        remote.tables[names.workflow_audit_table]["GlobalSecondaryIndexes"] = [
+            {"IndexName": "by_workflow_start", "IndexStatus": "ACTIVE"}
+        ]
         remote.activities.add(stack.activity_arn)
         remote.log_groups[names.log_group] = {"retentionInDays": 30}
         remote.topics.add(stack.topic_arn)
@@ -126,6 +129,44 @@ def test_a_new_stack_plans_every_resource_in_dependency_order() -> None:
     assert json.loads(machine.params["definition"]) == json.loads(desired().definition)
     # A role created in this plan may not be assumable for a few seconds: retried.
     assert "AccessDeniedException" in machine.retry_codes
+
+
+def test_the_workflow_audit_table_has_an_index_of_runs_by_workflow() -> None:
+    plan = plan_deploy(desired(), FakeRemote())
+    creates = {
+        step.params["TableName"]: step.params for step in plan if step.operation == "create_table"
+    }
+    assert all(
+        "GlobalSecondaryIndexes" not in creates[t] for t in ("rsql-config", "rsql-job-audit")
+    )
+    (index,) = creates["rsql-workflow-audit"]["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == "by_workflow_start"
+    assert index["KeySchema"] == [
+        {"AttributeName": "workflow_id", "KeyType": "HASH"},
+        {"AttributeName": "execution_start_ts", "KeyType": "RANGE"},
+    ]
+    # Every attribute `history` reads; not the cause (up to 32 KB a row).
+    assert index["Projection"]["ProjectionType"] == "INCLUDE"
+    assert "cause" not in index["Projection"]["NonKeyAttributes"]
+    assert "ProvisionedThroughput" not in index  # on-demand, like its table
+    assert {d["AttributeName"] for d in creates["rsql-workflow-audit"]["AttributeDefinitions"]} == {
+        "workflow_execution_id",
+        "workflow_id",
+        "execution_start_ts",
+    }
+
+
+def test_a_table_from_before_the_index_gets_it_in_place() -> None:
+    stack = desired()
+    remote = FakeRemote.deployed(stack)
+    del remote.tables["rsql-workflow-audit"]["GlobalSecondaryIndexes"]
+    (step,) = plan_deploy(stack, remote)
+    assert step.message == "Creating index by_workflow_start of DynamoDB table: rsql-workflow-audit"
+    assert step.operation == "update_table" and step.waiter == "table_exists"
+    (update,) = step.params["GlobalSecondaryIndexUpdates"]
+    assert update["Create"]["IndexName"] == "by_workflow_start"
+    names = [d["AttributeName"] for d in step.params["AttributeDefinitions"]]
+    assert names == ["workflow_execution_id", "workflow_id", "execution_start_ts"]
 
 
 def test_an_up_to_date_stack_plans_nothing() -> None:

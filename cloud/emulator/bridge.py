@@ -25,6 +25,8 @@ process, before the server serves a request; each gap is one patch function in
 11. `$$.Execution.StartTime` is a Python datetime in the context object (a putItem using it
     fails: "not JSON serializable") and `$$.State.EnteredTime` reads
     `2026-11-27T08:01:02.123456+00:00`; AWS gives both as `2026-11-27T08:01:02.123Z`.
+12. DynamoDB: a Query on an index the table lacks answers ResourceNotFoundException (as if the
+    table were missing); AWS answers ValidationException.
 
 Findings about the interpreter, most kept as tests in tests/test_interpreter.py:
 - Its own service integrations (dynamodb:getItem/putItem/updateItem with condition and update
@@ -96,5 +98,6 @@ def apply(poll_wait_s: float | None = None) -> ActivityHub:
     api.unnamed_executions_get_a_uuid()
     api.pin_service_client_host()
     api.complete_lifecycle_action_succeeds()
+    api.query_on_a_missing_index_is_a_validation_error()
     _hub = hub
     return hub

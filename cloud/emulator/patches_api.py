@@ -1,6 +1,6 @@
 """The bridge's patches to moto's API side (the Step Functions backend and responses, the
-interpreter's service clients, Auto Scaling), one function per gap; the numbers are those of the
-list in `cloud/emulator/bridge.py`. Applied once, by `bridge.apply()`.
+interpreter's service clients, Auto Scaling, DynamoDB), one function per gap; the numbers are
+those of the list in `cloud/emulator/bridge.py`. Applied once, by `bridge.apply()`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import boto3
 from botocore.config import Config
 from moto.autoscaling.responses import AutoScalingResponse
 from moto.core.responses import ActionResult, EmptyResult
+from moto.dynamodb.exceptions import MockValidationException
+from moto.dynamodb.models import DynamoDBBackend
 from moto.stepfunctions.parser.api import ExecutionStatus
 from moto.stepfunctions.parser.asl.component.common.timeouts.timeout import TimeoutSeconds
 
@@ -206,3 +208,23 @@ def complete_lifecycle_action_succeeds() -> None:
 
     response_cls: Any = AutoScalingResponse
     response_cls.complete_lifecycle_action = complete_lifecycle_action
+
+
+def query_on_a_missing_index_is_a_validation_error() -> None:
+    """(12) A Query naming an index the table lacks answers ValidationException ("The table
+    does not have the specified index: X"), as AWS does; moto answers ResourceNotFoundException,
+    which reads as "no such table" (`workflow history` falls back to a Scan on the former)."""
+    backend_cls: Any = DynamoDBBackend
+    original = backend_cls.get_schema
+
+    def get_schema(self: Any, table_name: str, index_name: str | None) -> Any:
+        if index_name:
+            table = self.get_table(table_name)
+            indexes = (table.global_indexes or []) + (table.indexes or [])
+            if index_name not in {index.name for index in indexes}:
+                raise MockValidationException(
+                    f"The table does not have the specified index: {index_name}"
+                )
+        return original(self, table_name, index_name)
+
+    backend_cls.get_schema = get_schema
