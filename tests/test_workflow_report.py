@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_helpers import agent_settings, agent_thread, write_script
+from agent_helpers import agent_settings, agent_thread, wait_for, write_script
 from chromium import CHROMIUM, Chromium
 
 from agent.items import from_item
+from agent.settings import Settings
 from cloud.cli import main as cloud_main
 from cloud.names import StackNames
 from cloud.report_html import MIN_BAR_PCT
@@ -86,16 +87,7 @@ def ran(emulator: Any, aws_module: Any, tmp_path_factory: pytest.TempPathFactory
     names = StackNames(f"rep{uuid.uuid4().hex[:8]}")
     assert cloud_main(["deploy", "--stack-name", names.stack_name]) == 0
     tmp = tmp_path_factory.mktemp("report")
-    stack = type(
-        "S",
-        (),
-        {
-            "activity_arn": f"arn:aws:states:us-east-1:123456789012:activity:{names.activity}",
-            "table": names.job_audit_table,
-            "log_group": names.log_group,
-        },
-    )
-    settings = agent_settings(tmp, stack, concurrency=4)  # type: ignore[arg-type]
+    settings = settings_for(names, tmp, concurrency=4)
     marks = tmp / "marks"
     marks.mkdir()
     scripts(settings.script_dir, marks)
@@ -122,23 +114,43 @@ def ran(emulator: Any, aws_module: Any, tmp_path_factory: pytest.TempPathFactory
     return Ran(
         names,
         workflow_id,
-        {run: audit_row(aws_module, names.workflow_audit_table, run, workflow_id) for run in RUNS},
         {
-            (run, job): audit_row(aws_module, names.job_audit_table, job, run)
+            run: audit_row(
+                aws_module,
+                names.workflow_audit_table,
+                workflow_execution_id=run,
+                workflow_id=workflow_id,
+            )
+            for run in RUNS
+        },
+        {
+            (run, job): audit_row(
+                aws_module, names.job_audit_table, job_name=job, workflow_execution_id=run
+            )
             for run in RUNS
             for job in JOBS
         },
     )
 
 
-def audit_row(aws: Any, table: str, first: str, second: str) -> dict[str, Any]:
-    keys = {
-        True: ("workflow_execution_id", "workflow_id"),
-        False: ("job_name", "workflow_execution_id"),
-    }[table.endswith("workflow-audit")]
+def settings_for(names: StackNames, directory: Path, **overrides: Any) -> Settings:
+    """An agent of this stack, with its scripts, logs and state under `directory`."""
+    stack = type(
+        "S",
+        (),
+        {
+            "activity_arn": f"arn:aws:states:us-east-1:123456789012:activity:{names.activity}",
+            "table": names.job_audit_table,
+            "log_group": names.log_group,
+        },
+    )
+    return agent_settings(directory, stack, **overrides)  # type: ignore[arg-type]
+
+
+def audit_row(aws: Any, table: str, **key: str) -> dict[str, Any]:
     item = aws.ddb.get_item(
         TableName=table,
-        Key={keys[0]: {"S": first}, keys[1]: {"S": second}},
+        Key={name: {"S": value} for name, value in key.items()},
         ConsistentRead=True,
     )["Item"]
     return from_item(item)
@@ -354,3 +366,38 @@ def test_a_stack_from_before_the_index_is_scanned_until_deploy_adds_it(
     assert history() == (["old-2", "old-1"], "")
     assert cloud_main(["deploy", *stack_args]) == 0
     assert "No changes" in capsys.readouterr().out
+
+
+def test_a_run_in_progress_is_drawn_up_to_now(
+    ran: Ran, browser: Chromium, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A job still running gets a bar from its start to the moment of the report."""
+    settings = settings_for(ran.names, tmp_path)
+    release, started = tmp_path / "release", tmp_path / "started"
+    write_script(
+        settings.script_dir,
+        "hold.sh",
+        f"touch {started}; for i in $(seq 1 600); do [ -e {release} ] && exit 0; sleep 0.05; done",
+    )
+    config = tmp_path / "hold.json"
+    stage = {"execution_flag": "y", "execution_type": "sequential", "scripts": ["hold.sh"]}
+    config.write_text(json.dumps({"workflow_id": "wf-hold", "workflow_stages": [stage]}))
+    assert cloud_main(["workflow", "put", str(config), *ran.stack_args]) == 0
+    page_file = tmp_path / "running.html"
+    with agent_thread(settings):
+        try:
+            start = ["workflow", "start", "wf-hold", "--execution-id", "hold-run-1"]
+            assert cloud_main([*start, *ran.stack_args]) == 0
+            wait_for(started.exists, 30, "hold.sh to start")
+            report = ["workflow", "report", "hold-run-1", "--html", str(page_file)]
+            assert cloud_main([*report, *ran.stack_args]) == 0
+        finally:
+            release.touch()
+        capsys.readouterr()
+    page = browser.open(page_file.as_uri())
+    assert page.evaluate("document.getElementById('run-status').textContent") == "Running"
+    bar = json.loads(page.evaluate(MEASURE))[0]
+    assert bar["job"] == "hold.sh" and bar["status"] == "Running"
+    # The run so far is the job so far: its bar reaches (nearly) the end of the axis.
+    assert bar["left"] + bar["width"] >= 0.5 * bar["lane"] and bar["width"] > 0
+    assert "still running" in page.evaluate("document.querySelector('.facts').textContent")
