@@ -198,7 +198,7 @@ def report(args: argparse.Namespace) -> int:
     from cloud.report import build_report
     from cloud.report_html import render
 
-    built = build_report(_stack(args), args.execution_id, runs=args.runs)
+    built = build_report(_stack(args), args.execution_id, runs=args.runs, note=_note)
     target: Path = args.html
     # Written beside the target, then renamed: a reader never sees half a page.
     partial = target.with_name(f".{target.name}.partial")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -106,9 +107,15 @@ class RunReport:
 
 
 def build_report(
-    stack: Stack, execution_id: str, runs: int = DEFAULT_RUNS, now: dt.datetime | None = None
+    stack: Stack,
+    execution_id: str,
+    runs: int = DEFAULT_RUNS,
+    *,
+    now: dt.datetime | None = None,
+    note: Callable[[str], None] = lambda message: None,
 ) -> RunReport:
-    """Everything the page shows; a CloudError when the execution is unknown."""
+    """Everything the page shows; a CloudError when the execution is unknown. `note` hears
+    what the operator should know (the runs were found by a Scan)."""
     status = run_status(stack, execution_id)
     now = now or dt.datetime.now(dt.UTC)
     row = status.workflow_row or {}
@@ -122,7 +129,7 @@ def build_report(
         job.critical = job.job in path
     ends = [j.span.end_s for j in jobs if j.span]
     wall_s = _seconds(start_ts, end_ts) if start_ts and end_ts else max(ends, default=0.0)
-    history = _history(stack, status, str(start_ts or ""), runs)
+    history = _history(stack, status, str(start_ts or ""), runs, note)
     _attach_history(stack, jobs, history)
     return RunReport(
         execution_id=execution_id,
@@ -249,11 +256,13 @@ def _console_encode(name: str) -> str:
     return urllib.parse.quote(once, safe="").replace("%", "$")
 
 
-def _history(stack: Stack, status: RunStatus, start_ts: str, limit: int) -> list[Run]:
+def _history(
+    stack: Stack, status: RunStatus, start_ts: str, limit: int, note: Callable[[str], None]
+) -> list[Run]:
     """This run and the workflow's runs before it, newest first (at most `limit`)."""
     if limit <= 0 or not start_ts:
         return []
-    runs = workflow_runs(stack, status.workflow_id, limit, started_by=start_ts)
+    runs = workflow_runs(stack, status.workflow_id, limit, started_by=start_ts, note=note)
     if all(run.execution_id != status.execution_name for run in runs):
         # A run whose row has no start yet (or an index still backfilling) is still this run.
         mine = Run.from_row(

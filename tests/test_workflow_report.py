@@ -322,7 +322,7 @@ def test_report_and_history_of_what_does_not_exist_exit_1(
 
 
 def test_a_stack_from_before_the_index_is_scanned_until_deploy_adds_it(
-    aws: Any, uid: str, capsys: pytest.CaptureFixture[str]
+    aws: Any, uid: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     names = StackNames(f"old{uid}")
     stack_args = ["--stack-name", names.stack_name]
@@ -359,6 +359,10 @@ def test_a_stack_from_before_the_index_is_scanned_until_deploy_adds_it(
     runs, note = history()
     assert runs == ["old-2", "old-1"]
     assert "scanned" in note and f"rsql-cloud deploy --stack-name {names.stack_name}" in note
+    page_file = tmp_path / "old.html"
+    assert cloud_main(["workflow", "report", "old-2", "--html", str(page_file), *stack_args]) == 0
+    assert "scanned" in capsys.readouterr().err
+    assert 'data-durations-ms=","' in page_file.read_text()  # two runs, a.sh without a row
 
     assert cloud_main(["deploy", *stack_args]) == 0
     out = capsys.readouterr().out
