@@ -26,7 +26,6 @@ from cloud.reports import batch_get, format_duration, format_table
 from cloud.stack import Stack
 from cloud.tables import RUNS_BY_WORKFLOW_INDEX
 
-DEFAULT_LIMIT: Final = 20
 # Statuses that mean "this job is why the run failed" (Cancelled jobs were stopped by it).
 FAILING: Final = frozenset({schema.FAILED, schema.TIMED_OUT})
 _HEADERS: Final = ("EXECUTION", "STATUS", "STARTED", "DURATION", "FAILED JOB", "ERROR")
