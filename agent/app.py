@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import time
-from collections.abc import AsyncIterator, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from typing import Any, Final
 
 import structlog
 
 from agent import __version__, completion, errors, logs, schema
+from agent.aio import cancel_and_wait
 from agent.audit import JobAuditTable, JobEnd, RowKey
 from agent.aws import Aws
 from agent.completion import Completer
@@ -51,9 +53,17 @@ class Agent:
         self.ready = asyncio.Event()
         self.max_running = 0
         self.jobs_started = 0
+        # Called (in the loop) whenever jobs start or end, the agent becomes ready or drains:
+        # the systemd status, for one.
+        self.listeners: list[Callable[[], None]] = []
+        self.drain_reason: str | None = None
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self._draining = asyncio.Event()
+        # Monotonic time the drain ends; a later stop request may move it earlier. `_wake`
+        # tells a waiting drain that it moved, or that force_stop() was called.
+        self._drain_deadline = math.inf
+        self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._pollers: list[Poller] = []
         self._poller_tasks: list[asyncio.Task[None]] = []
@@ -71,6 +81,7 @@ class Agent:
             await self._reconcile(self._ctx)
             self._start_pollers()
             self.ready.set()
+            self._changed()
             await self._stop.wait()
             log.info("agent_stopping", running=len(self.jobs))
         finally:
@@ -91,25 +102,49 @@ class Agent:
         """GetActivityTask calls made so far (for tests and metrics)."""
         return sum(poller.polls for poller in self._pollers)
 
-    def request_stop(self) -> None:
-        """Drain and stop: no new polls, running jobs get drain_timeout_s. Thread-safe."""
-        self._set_from_anywhere(self._stop)
+    @property
+    def draining(self) -> bool:
+        """True from the moment the agent stops polling."""
+        return self._draining.is_set()
+
+    def request_stop(self, drain_timeout_s: float | None = None, reason: str | None = None) -> None:
+        """Drain and stop: no new polls, running jobs get `drain_timeout_s` (default: the
+        setting) to finish. A later request may make the drain shorter, never longer.
+        `reason` (`scale-in`, `spot`) shows in the status. Thread-safe."""
+        timeout_s = self.settings.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
+        self._in_loop(self._stop_within, timeout_s, reason)
 
     def force_stop(self) -> None:
         """Stop now: kill running jobs; what is unreported stays in the journal."""
-        self._set_from_anywhere(self._stop)
-        self._set_from_anywhere(self._force)
+        self._in_loop(self._stop_now)
 
-    def _set_from_anywhere(self, event: asyncio.Event) -> None:
+    def _stop_within(self, timeout_s: float, reason: str | None) -> None:
+        deadline = time.monotonic() + timeout_s
+        if deadline < self._drain_deadline:
+            self._drain_deadline = deadline
+            self._wake.set()
+        self.drain_reason = self.drain_reason or reason
+        self._stop.set()
+
+    def _stop_now(self) -> None:
+        self._stop.set()
+        self._force.set()
+        self._wake.set()
+
+    def _in_loop(self, fn: Callable[..., None], *args: Any) -> None:
         loop = self._loop
         try:
             in_loop = loop is None or asyncio.get_running_loop() is loop
         except RuntimeError:
             in_loop = False
         if in_loop:
-            event.set()
+            fn(*args)
         elif loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(event.set)
+            loop.call_soon_threadsafe(fn, *args)
+
+    def _changed(self) -> None:
+        for listener in self.listeners:
+            listener()
 
     async def _startup(self) -> JobContext:
         s = self.settings
@@ -194,11 +229,13 @@ class Agent:
         self.max_running = max(self.max_running, len(self.jobs))
         task = self._spawn(execute(self._ctx, job), token)
         task.add_done_callback(lambda _: self._job_done(job))
+        self._changed()
         return True
 
     def _job_done(self, job: RunningJob) -> None:
         self.jobs.pop(job.token, None)
         self._slots.release()
+        self._changed()
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], token: str) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.create_task(coro)
@@ -217,35 +254,42 @@ class Agent:
         and give them a bounded time to report; abandon polls still open."""
         self._draining.set()
         started = time.monotonic()
+        if math.isinf(self._drain_deadline):  # the agent stops without a request
+            self._drain_deadline = started + self.settings.drain_timeout_s
+        self._changed()
         if self._tasks:
             log.info(
-                "drain_started", running=len(self.jobs), timeout_s=self.settings.drain_timeout_s
+                "drain_started",
+                running=len(self.jobs),
+                timeout_s=round(self._drain_deadline - started, 1),
+                reason=self.drain_reason,
             )
-        await self._wait_tasks(started + self.settings.drain_timeout_s)
+        await self._wait_tasks(lambda: self._drain_deadline)
         if self.jobs:
             for job in list(self.jobs.values()):
                 job.cancel(CancelReason.SHUTTING_DOWN)
-            grace = self.settings.kill_grace_s + CANCEL_REPORT_TIMEOUT_S
-            await self._wait_tasks(time.monotonic() + grace)
+            report_by = time.monotonic() + self.settings.kill_grace_s + CANCEL_REPORT_TIMEOUT_S
+            await self._wait_tasks(lambda: report_by)
         for task in [*self._tasks, *self._poller_tasks]:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._poller_tasks, return_exceptions=True)
         log.info("drain_finished", duration_ms=int((time.monotonic() - started) * 1000))
 
-    async def _wait_tasks(self, deadline: float) -> None:
-        """Wait for job and fail-back tasks (new ones may appear) until the deadline, or
-        until force_stop()."""
-        force = asyncio.create_task(self._force.wait())
-        try:
-            while self._tasks and not self._force.is_set():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return
+    async def _wait_tasks(self, deadline: Callable[[], float]) -> None:
+        """Wait for job and fail-back tasks (new ones may appear) until `deadline()` (which
+        a stop request may move earlier meanwhile), or until force_stop()."""
+        while self._tasks and not self._force.is_set():
+            remaining = deadline() - time.monotonic()
+            if remaining <= 0:
+                return
+            self._wake.clear()
+            wake = asyncio.create_task(self._wake.wait())
+            try:
                 await asyncio.wait(
-                    {*self._tasks, force}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                    {*self._tasks, wake}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
                 )
-        finally:
-            force.cancel()
+            finally:
+                await cancel_and_wait(wake)
 
 
 @contextlib.asynccontextmanager

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import structlog
 from dotenv import dotenv_values
 
-from agent import __version__, logs
+from agent import __version__, logs, systemd
 from agent.app import Agent, StartupError
 from agent.settings import ENV_FILE_VARIABLE, Settings, SettingsError
 
@@ -89,6 +89,8 @@ def export_env_file(path: str) -> None:
 
 
 async def _serve(settings: Settings) -> int:
+    # Before the agent copies the environment its scripts inherit: they must not see it.
+    notifier = systemd.Notifier.from_environment()
     agent = Agent(settings)
     loop = asyncio.get_running_loop()
     interrupts = 0
@@ -104,7 +106,8 @@ async def _serve(settings: Settings) -> int:
     loop.add_signal_handler(signal.SIGTERM, agent.request_stop)
     loop.add_signal_handler(signal.SIGINT, on_sigint)
     try:
-        await agent.run()
+        async with systemd.supervising(agent, notifier):
+            await agent.run()
     except StartupError as exc:
         log.error("agent_start_failed", error=str(exc))
         return EXIT_START_FAILED

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -243,3 +246,40 @@ def agent_thread(settings: Settings, ready_timeout_s: float = 30.0) -> Iterator[
         assert not thread.is_alive(), "the agent did not stop"
     if failure:
         raise failure[0]
+
+
+def agent_process(
+    settings: Settings, tmp_path: Path, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """`rsql-agent run` as a child process with `settings` in an env file; its output goes
+    to `tmp_path/agent.out`. The caller stops it (SIGTERM) and waits."""
+    env_file = tmp_path / "agent.env"
+    lines = []
+    for name, value in settings.model_dump(exclude_none=True).items():
+        if name in settings.model_fields_set:
+            lines.append(f"RSQL_AGENT_{name.upper()}={value}\n")
+    env_file.write_text("".join(lines))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RSQL_AGENT_")}
+    env.update(extra_env or {})
+    with open(tmp_path / "agent.out", "wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "agent.cli", "run", "--env-file", str(env_file)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+
+
+def agent_events(tmp_path: Path) -> list[dict[str, Any]]:
+    """The JSON log lines the agent process wrote so far (see `agent_process`)."""
+    path = tmp_path / "agent.out"
+    if not path.exists():
+        return []
+    events = []
+    for line in path.read_text().splitlines():
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            events.append({"event": "<not json>", "text": line})
+    return events
