@@ -5,6 +5,7 @@ that plays systemd (NOTIFY_SOCKET, WATCHDOG_USEC, SIGTERM)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import socket
@@ -131,7 +132,7 @@ def test_the_watchdog_pings_from_the_event_loop_and_stops_when_it_is_wedged(
                 wait_for, lambda: len(notify_socket.times("WATCHDOG")) >= 3, 10, "pings"
             )
             wedged_at = time.monotonic()
-            time.sleep(wedge_s)  # the loop does nothing else meanwhile: a wedged loop
+            time.sleep(wedge_s)  # noqa: ASYNC251 - the point: a wedged loop
             count = len(notify_socket.times("WATCHDOG"))
             await asyncio.to_thread(
                 wait_for, lambda: len(notify_socket.times("WATCHDOG")) > count + 2, 10, "pings"
@@ -142,7 +143,7 @@ def test_the_watchdog_pings_from_the_event_loop_and_stops_when_it_is_wedged(
     pings = notify_socket.times("WATCHDOG")
     assert not [at for at in pings if wedged_at + 0.05 < at < unwedged_at - 0.05]
     before = [at for at in pings if at <= wedged_at]
-    assert len(before) >= 3 and max(b - a for a, b in zip(before, before[1:])) < 1.0
+    assert len(before) >= 3 and max(b - a for a, b in itertools.pairwise(before)) < 1.0
     assert [at for at in pings if at >= unwedged_at]
 
 
@@ -184,7 +185,7 @@ def test_the_agent_process_reports_ready_status_and_a_drain_that_extends_the_sto
     stopping_at = abstract_socket.times("STOPPING")[0]
     # WATCHDOG_USEC=2 s: pinged every second, never a gap systemd would act on.
     pings = abstract_socket.times("WATCHDOG")
-    assert max(b - a for a, b in zip(pings, pings[1:])) < 2.0
+    assert max(b - a for a, b in itertools.pairwise(pings)) < 2.0
     # Extensions were asked for while starting (before READY) and while draining (after).
     extends = abstract_socket.times("EXTEND_TIMEOUT_USEC")
     assert extends[0] < ready_at and extends[-1] > stopping_at
