@@ -331,16 +331,6 @@ def test_executions_started_without_a_name_get_distinct_names(aws: AwsClients, u
     assert not first.endswith(":None")
 
 
-def test_complete_lifecycle_action_is_accepted(aws: AwsClients) -> None:
-    response = aws.autoscaling.complete_lifecycle_action(
-        AutoScalingGroupName="rsql-agents",
-        LifecycleHookName="drain",
-        LifecycleActionResult="CONTINUE",
-        InstanceId="i-0test000000000001",
-    )
-    assert response["ResponseMetadata"]["HTTPStatusCode"] == 200
-
-
 def test_each_execution_prunes_finished_threads_from_motos_list() -> None:
     """(9), in this process: moto's thread list is not visible through the API."""
     from moto.stepfunctions.parser.models import stepfunctions_parser_backends

@@ -18,7 +18,9 @@ process, before the server serves a request; each gap is one patch function in
 5. GetActivityTask must skip queued tasks whose token is closed or whose execution ended.
 6. GetActivityTask on an unknown activity answers `ActivityDoesNotExist` (HTTP 400) at once, as
    AWS does; a poller must back off on it.
-7. autoscaling CompleteLifecycleAction is not implemented (HTTP 500): a stub answers success.
+7. Auto Scaling termination lifecycle hooks never run: an instance is terminated at once,
+   CompleteLifecycleAction answers HTTP 500, RecordLifecycleActionHeartbeat is not implemented.
+   `autoscaling.py` runs them as AWS does and records every call (tests/test_emulator_autoscaling.py).
 8. The interpreter's service calls go to `localhost`: pinned to 127.0.0.1 (see below).
 9. moto keeps every thread it starts in a list: pruned of finished threads at each execution.
 10. StartExecution without a name names the execution "None"; AWS generates a UUID.
@@ -77,6 +79,7 @@ def apply(poll_wait_s: float | None = None) -> ActivityHub:
             f"{moto.__version__}: install moto[server]=={MOTO_VERSION}"
         )
     # After the version check: another moto may not even have the modules these patch.
+    from cloud.emulator import autoscaling
     from cloud.emulator import patches_api as api
     from cloud.emulator import patches_interpreter as interpreter
 
@@ -97,7 +100,7 @@ def apply(poll_wait_s: float | None = None) -> ActivityHub:
     api.send_task_failure_keeps_the_cause()
     api.unnamed_executions_get_a_uuid()
     api.pin_service_client_host()
-    api.complete_lifecycle_action_succeeds()
+    autoscaling.apply()
     api.query_on_a_missing_index_is_a_validation_error()
     _hub = hub
     return hub

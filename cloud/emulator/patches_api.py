@@ -15,7 +15,6 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from moto.autoscaling.responses import AutoScalingResponse
 from moto.core.responses import ActionResult, EmptyResult
 from moto.dynamodb.exceptions import MockValidationException
 from moto.dynamodb.models import DynamoDBBackend
@@ -191,23 +190,6 @@ def pin_service_client_host() -> None:
             and getattr(module, "boto_client_for", None) is original
         ):
             module.boto_client_for = boto_client_for  # type: ignore[attr-defined]
-
-
-def complete_lifecycle_action_succeeds() -> None:
-    """(7) CompleteLifecycleAction answers HTTP 500 in moto: accept it, as AWS does."""
-
-    def complete_lifecycle_action(self: Any) -> Any:
-        _log.info(
-            "CompleteLifecycleAction group=%s hook=%s result=%s instance=%s",
-            self._get_param("AutoScalingGroupName"),
-            self._get_param("LifecycleHookName"),
-            self._get_param("LifecycleActionResult"),
-            self._get_param("InstanceId"),
-        )
-        return EmptyResult()
-
-    response_cls: Any = AutoScalingResponse
-    response_cls.complete_lifecycle_action = complete_lifecycle_action
 
 
 def query_on_a_missing_index_is_a_validation_error() -> None:
