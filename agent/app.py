@@ -17,7 +17,7 @@ from typing import Any, Final
 
 import structlog
 
-from agent import __version__, completion, errors, logs, schema
+from agent import __version__, completion, errors, lifecycle, logs, schema
 from agent.aio import cancel_and_wait
 from agent.audit import JobAuditTable, JobEnd, RowKey
 from agent.aws import Aws
@@ -67,6 +67,8 @@ class Agent:
         self._tasks: set[asyncio.Task[None]] = set()
         self._pollers: list[Poller] = []
         self._poller_tasks: list[asyncio.Task[None]] = []
+        self._sidecars: list[asyncio.Task[None]] = []
+        self._lifecycle: lifecycle.LifecycleWatcher | None = None
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._aws: Aws | None = None
@@ -80,12 +82,14 @@ class Agent:
             self._ctx = await self._startup()
             await self._reconcile(self._ctx)
             self._start_pollers()
+            self._start_sidecars(self._ctx)
             self.ready.set()
             self._changed()
             await self._stop.wait()
             log.info("agent_stopping", running=len(self.jobs))
         finally:
             await self._drain()
+            await self._stop_sidecars()
             if self._aws is not None:
                 self._aws.close()
             log.info("agent_stopped")
@@ -212,6 +216,25 @@ class Agent:
             self._pollers.append(poller)
             self._poller_tasks.append(asyncio.create_task(poller.run(), name=poller.name))
 
+    def _start_sidecars(self, ctx: JobContext) -> None:
+        """Tasks beside the pollers, until the drain has ended: the scale-in and Spot
+        watcher."""
+        self._lifecycle = lifecycle.make_watcher(
+            self.settings, ctx.aws, ctx.instance_id, self.request_stop
+        )
+        if self._lifecycle is not None:
+            self._sidecars.append(asyncio.create_task(self._lifecycle.run(), name="lifecycle"))
+        for task in self._sidecars:
+            task.add_done_callback(_sidecar_done)
+
+    async def _stop_sidecars(self) -> None:
+        """After the drain: stop them, then complete the Auto Scaling lifecycle action."""
+        for task in self._sidecars:
+            task.cancel()
+        await asyncio.gather(*self._sidecars, return_exceptions=True)
+        if self._lifecycle is not None:
+            await self._lifecycle.finish()
+
     def _accept(self, token: str, raw_input: str) -> bool:
         """A poll returned a task: run it, or during a drain fail it back at once."""
         assert self._ctx is not None
@@ -290,6 +313,11 @@ class Agent:
                 )
             finally:
                 await cancel_and_wait(wake)
+
+
+def _sidecar_done(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("sidecar_crashed", sidecar=task.get_name(), error=repr(task.exception()))
 
 
 @contextlib.asynccontextmanager

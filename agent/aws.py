@@ -35,7 +35,9 @@ from agent import errors
 from agent.settings import Settings
 
 if TYPE_CHECKING:
+    from mypy_boto3_autoscaling import AutoScalingClient
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_ec2 import EC2Client
     from mypy_boto3_logs import CloudWatchLogsClient
     from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_stepfunctions import SFNClient
@@ -123,6 +125,17 @@ class Aws:
         self.secretsmanager: SecretsManagerClient = session.client("secretsmanager", config=base)
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="aws")
         self._throttler = Throttler(rate_limit=settings.aws_max_calls_per_s, period=1.0)
+        self._session = session
+        self._base_config = base
+
+    # Built on first use: only a host that is scaled in or looks up its tags needs them.
+    @functools.cached_property
+    def autoscaling(self) -> AutoScalingClient:
+        return self._session.client("autoscaling", config=self._base_config)
+
+    @functools.cached_property
+    def ec2(self) -> EC2Client:
+        return self._session.client("ec2", config=self._base_config)
 
     async def call(
         self, fn: Callable[..., T], /, *, deadline_s: float | None = None, **kwargs: Any

@@ -85,6 +85,13 @@ JOB_ENV_WORKFLOW_EXECUTION_ID: Final = "RSQL_WORKFLOW_EXECUTION_ID"
 JOB_ENV_JOB_NAME: Final = "RSQL_JOB_NAME"
 
 
+# EC2 instance tags the agent reads to find its Auto Scaling lifecycle hook (when the settings
+# do not name them): the group's name, set by Auto Scaling on every instance it launches, and
+# the termination hook's name, set on the group with PropagateAtLaunch by `rsql-cloud fleet`.
+AUTOSCALING_GROUP_TAG: Final = "aws:autoscaling:groupName"
+LIFECYCLE_HOOK_TAG: Final = "rsql:lifecycle-hook"
+
+
 def iso_utc_ms(moment: float | dt.datetime) -> str:
     """`2026-11-27T08:01:02.123Z`: ISO-8601 UTC with milliseconds and a Z, the one timestamp
     format of every table (Step Functions writes its context object times the same way).

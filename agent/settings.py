@@ -91,6 +91,17 @@ class Settings(BaseSettings):
     # Tables.
     job_audit_table: str = Field(default="rsql-job-audit", min_length=3, max_length=255)
 
+    # Auto Scaling scale-in and Spot interruptions (agent/lifecycle.py).
+    lifecycle_watch: bool = Field(default=True, description="watch IMDS for scale-in and Spot")
+    # A Spot notice gives two minutes: look at least every 10 s.
+    lifecycle_poll_interval_s: float = Field(default=5.0, gt=0, le=10)
+    autoscaling_group_name: str | None = Field(default=None, max_length=255)
+    lifecycle_hook_name: str | None = Field(default=None, max_length=255)
+    # Auto Scaling keeps a lifecycle action open 48 h at most.
+    lifecycle_drain_timeout_s: float = Field(default=14400.0, ge=0, le=172800)
+    lifecycle_heartbeat_interval_s: float = Field(default=60.0, gt=0, le=7200)
+    spot_margin_s: float = Field(default=30.0, ge=0, le=110)
+
     @field_validator("activity_arn")
     @classmethod
     def _activity_arn_shape(cls, value: str) -> str:
@@ -105,7 +116,7 @@ class Settings(BaseSettings):
             raise ValueError("must be an http:// URL (IMDS speaks plain HTTP on a local link)")
         return value
 
-    @field_validator("secret_id", "instance_id")
+    @field_validator("secret_id", "instance_id", "autoscaling_group_name", "lifecycle_hook_name")
     @classmethod
     def _empty_is_unset(cls, value: str | None) -> str | None:
         # systemd env files often carry `KEY=` for "not set".

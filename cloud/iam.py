@@ -62,6 +62,13 @@ def log_group_arn(account: Account, names: StackNames) -> str:
     return account.arn("logs", f"log-group:{names.log_group}")
 
 
+def autoscaling_group_arn(account: Account, names: StackNames) -> str:
+    # The group's id in its ARN is generated; the name part is what a policy can rely on.
+    return account.arn(
+        "autoscaling", f"autoScalingGroup:*:autoScalingGroupName/{names.autoscaling_group}"
+    )
+
+
 def secret_arn_pattern(account: Account, secret_id: str) -> str:
     # Secrets Manager appends '-' and 6 random characters to a secret's name in its ARN.
     if secret_id.startswith("arn:"):
@@ -136,6 +143,19 @@ def agent_policy(names: StackNames, account: Account, secret_id: str) -> dict[st
                 {"secretsmanager:GetSecretValue"},
                 [secret_arn_pattern(account, secret_id)],
             ),
+            # A host being scaled in keeps the group's termination hook waiting while its jobs
+            # finish, then lets it go on (agent/lifecycle.py).
+            _allow(
+                "ScaleInLifecycle",
+                {
+                    "autoscaling:RecordLifecycleActionHeartbeat",
+                    "autoscaling:CompleteLifecycleAction",
+                },
+                [autoscaling_group_arn(account, names)],
+            ),
+            # The group and hook names from the instance's own tags, where instance metadata
+            # does not expose them; DescribeTags has no resource-level permissions.
+            _allow("InstanceTags", {"ec2:DescribeTags"}, ["*"]),
         ],
     }
 

@@ -54,6 +54,16 @@ class StackNames:
         return f"{self.stack_name}-workflow-role"
 
     @property
+    def autoscaling_group(self) -> str:
+        """The Auto Scaling group of agent hosts (`rsql-cloud fleet`)."""
+        return f"{self.stack_name}-agents"
+
+    @property
+    def lifecycle_hook(self) -> str:
+        """The group's termination lifecycle hook: the agents drain, then complete it."""
+        return f"{self.stack_name}-drain"
+
+    @property
     def topic(self) -> str:
         return f"{self.stack_name}-notifications"
 

@@ -363,6 +363,11 @@ def test_the_agent_policy() -> None:
             ["secretsmanager:GetSecretValue"],
             [prefix.format("secretsmanager") + "secret:rsql/redshift-??????"],
         ),
+        "ScaleInLifecycle": (
+            ["autoscaling:CompleteLifecycleAction", "autoscaling:RecordLifecycleActionHeartbeat"],
+            [prefix.format("autoscaling") + "autoScalingGroup:*:autoScalingGroupName/rsql-agents"],
+        ),
+        "InstanceTags": (["ec2:DescribeTags"], ["*"]),
     }
 
 
