@@ -26,6 +26,7 @@ from agent.errors import CancelReason
 from agent.instance import resolve_instance_id
 from agent.job import FINAL_FLUSH_TIMEOUT_S, JobContext, RunningJob, execute
 from agent.journal import Entry, Journal, current_boot_id
+from agent.metrics import JobMetrics, MetricsPublisher
 from agent.poller import Poller
 from agent.runner import kill_group
 from agent.secret import load_connection_env
@@ -69,6 +70,8 @@ class Agent:
         self._poller_tasks: list[asyncio.Task[None]] = []
         self._sidecars: list[asyncio.Task[None]] = []
         self._lifecycle: lifecycle.LifecycleWatcher | None = None
+        self.metrics = JobMetrics(settings.concurrency)
+        self._publisher: MetricsPublisher | None = None
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._aws: Aws | None = None
@@ -147,6 +150,8 @@ class Agent:
             loop.call_soon_threadsafe(fn, *args)
 
     def _changed(self) -> None:
+        self.metrics.set_busy(len(self.jobs))
+        self.metrics.polling = not self.draining
         for listener in self.listeners:
             listener()
 
@@ -218,20 +223,28 @@ class Agent:
 
     def _start_sidecars(self, ctx: JobContext) -> None:
         """Tasks beside the pollers, until the drain has ended: the scale-in and Spot
-        watcher."""
+        watcher, the metrics publisher."""
         self._lifecycle = lifecycle.make_watcher(
             self.settings, ctx.aws, ctx.instance_id, self.request_stop
         )
         if self._lifecycle is not None:
             self._sidecars.append(asyncio.create_task(self._lifecycle.run(), name="lifecycle"))
+        if self.settings.metrics_enabled:
+            self._publisher = MetricsPublisher(
+                self.settings, ctx.aws, self.metrics, ctx.instance_id
+            )
+            self._sidecars.append(asyncio.create_task(self._publisher.run(), name="metrics"))
         for task in self._sidecars:
             task.add_done_callback(_sidecar_done)
 
     async def _stop_sidecars(self) -> None:
-        """After the drain: stop them, then complete the Auto Scaling lifecycle action."""
+        """After the drain: stop them, publish the last metrics, then complete the Auto
+        Scaling lifecycle action (the instance goes right after)."""
         for task in self._sidecars:
             task.cancel()
         await asyncio.gather(*self._sidecars, return_exceptions=True)
+        if self._publisher is not None:
+            await self._publisher.flush()
         if self._lifecycle is not None:
             await self._lifecycle.finish()
 
@@ -246,6 +259,7 @@ class Agent:
             self._spawn(self._ctx.completer.send(token, failure), token)
             return False
         job = RunningJob(token, raw_input)
+        self.metrics.task_received(raw_input)
         self.jobs[token] = job
         self._ctx.journal.hold(token)
         self.jobs_started += 1
@@ -258,6 +272,9 @@ class Agent:
     def _job_done(self, job: RunningJob) -> None:
         self.jobs.pop(job.token, None)
         self._slots.release()
+        if job.outcome is not None:
+            ran = job.outcome.exit_code is not None and job.outcome.status != schema.SKIPPED
+            self.metrics.job_ended(job.outcome.status, job.outcome.duration_ms, ran)
         self._changed()
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], token: str) -> asyncio.Task[None]:

@@ -99,6 +99,7 @@ class RunningJob:
     cancel_reason: CancelReason | None = None
     cancel_detail: str = ""
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    outcome: Outcome | None = None  # once the job has ended
 
     @property
     def token_id(self) -> str:
@@ -159,6 +160,7 @@ async def execute(ctx: JobContext, job: RunningJob) -> None:
         if not isinstance(exc, errors.JobError):
             log.exception("job_internal_error")
         outcome = Outcome(schema.FAILED, error=error, exit_code=error.exit_code)
+    job.outcome = outcome
     log.info(
         "job_finished",
         status=outcome.status,

@@ -102,11 +102,24 @@ class Settings(BaseSettings):
     lifecycle_heartbeat_interval_s: float = Field(default=60.0, gt=0, le=7200)
     spot_margin_s: float = Field(default=30.0, ge=0, le=110)
 
+    # Metrics (agent/metrics.py; docs/metrics.md names them).
+    metrics_enabled: bool = True
+    metrics_log_group: str = Field(default="/rsql/metrics", min_length=1, max_length=512)
+    metrics_namespace: str = Field(default="RSQL/Agent", pattern=r"^[A-Za-z0-9_.\-/#:]{1,255}$")
+    metrics_interval_s: float = Field(default=60.0, ge=1, le=3600)
+
     @field_validator("activity_arn")
     @classmethod
     def _activity_arn_shape(cls, value: str) -> str:
         if not value.startswith("arn:") or ":activity:" not in value:
             raise ValueError("must be an activity ARN (arn:aws:states:REGION:ACCOUNT:activity:X)")
+        return value
+
+    @field_validator("metrics_namespace")
+    @classmethod
+    def _not_aws_namespace(cls, value: str) -> str:
+        if value.startswith("AWS/"):
+            raise ValueError("namespaces starting with AWS/ are reserved for AWS services")
         return value
 
     @field_validator("imds_endpoint_url")

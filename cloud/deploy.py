@@ -27,6 +27,7 @@ from cloud.aws import Account, Aws, is_error
 from cloud.names import StackNames
 from cloud.remote import AwsRemoteState, RemoteState
 from cloud.resources import (
+    METRICS_LOG_RETENTION_DAYS,
     Activity,
     Instruction,
     LogGroup,
@@ -54,6 +55,7 @@ class StackOutputs:
     activity_arn: str
     state_machine_arn: str
     log_group: str
+    metrics_log_group: str
     topic_arn: str
     role_arn: str
 
@@ -75,6 +77,7 @@ class DesiredStack:
             *(Table(self, spec) for spec in tables.table_specs(names)),
             Activity(self, names.activity),
             LogGroup(self, names.log_group),
+            LogGroup(self, names.metrics_log_group, METRICS_LOG_RETENTION_DAYS),
             Topic(self, names.topic),
             Role(self, names.state_machine_role),
             StateMachine(self, names.state_machine),
@@ -123,6 +126,7 @@ class DesiredStack:
             activity_arn=self.activity_arn,
             state_machine_arn=self.state_machine_arn,
             log_group=self.names.log_group,
+            metrics_log_group=self.names.metrics_log_group,
             topic_arn=self.topic_arn,
             role_arn=self.role_arn,
         )

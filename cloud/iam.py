@@ -62,6 +62,10 @@ def log_group_arn(account: Account, names: StackNames) -> str:
     return account.arn("logs", f"log-group:{names.log_group}")
 
 
+def metrics_log_group_arn(account: Account, names: StackNames) -> str:
+    return account.arn("logs", f"log-group:{names.metrics_log_group}")
+
+
 def autoscaling_group_arn(account: Account, names: StackNames) -> str:
     # The group's id in its ARN is generated; the name part is what a policy can rely on.
     return account.arn(
@@ -137,6 +141,13 @@ def agent_policy(names: StackNames, account: Account, secret_id: str) -> dict[st
                 "JobLogs",
                 {"logs:CreateLogStream", "logs:PutLogEvents"},
                 [f"{log_group_arn(account, names)}:*"],
+            ),
+            # Embedded metric format lines, one stream per host (agent/metrics.py); CloudWatch
+            # extracts the metrics, so no cloudwatch:PutMetricData.
+            _allow(
+                "AgentMetrics",
+                {"logs:CreateLogStream", "logs:PutLogEvents"},
+                [f"{metrics_log_group_arn(account, names)}:*"],
             ),
             _allow(
                 "RedshiftSecret",

@@ -72,6 +72,11 @@ class StackNames:
         # The default stack keeps the documented `/rsql/jobs`.
         return f"/{self.stack_name}/jobs"
 
+    @property
+    def metrics_log_group(self) -> str:
+        """Where the agents write their metrics (CloudWatch embedded metric format)."""
+        return f"/{self.stack_name}/metrics"
+
 
 def stack_names_argument(value: str) -> StackNames:
     """argparse `type=` for `--stack-name`: a bad name is a usage error, said in one line."""

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from cloud.deploy import DesiredStack
 
 LOG_RETENTION_DAYS: Final = 30
+# The agents' metric lines only need to live until CloudWatch has extracted the metrics.
+METRICS_LOG_RETENTION_DAYS: Final = 7
 STATE_MACHINE_TYPE: Final = "STANDARD"
 # A role IAM has just created takes a few seconds before Step Functions may assume it; a
 # state machine AWS is still deleting blocks a new one of the same name for up to a minute.
@@ -179,20 +181,26 @@ class LogGroup(Resource):
     kind = "CloudWatch log group"
     service = "logs"
 
+    def __init__(
+        self, stack: DesiredStack, name: str, retention_days: int = LOG_RETENTION_DAYS
+    ) -> None:
+        super().__init__(stack, name)
+        self.retention_days = retention_days
+
     def describe(self, remote: RemoteState) -> dict[str, Any] | None:
         return remote.log_group(self.name)
 
     def plan(self, remote: RemoteState, earlier: Sequence[Instruction]) -> list[Instruction]:
         retention = self.step(
-            f"Setting log retention to {LOG_RETENTION_DAYS} days",
+            f"Setting log retention to {self.retention_days} days",
             "put_retention_policy",
-            {"logGroupName": self.name, "retentionInDays": LOG_RETENTION_DAYS},
+            {"logGroupName": self.name, "retentionInDays": self.retention_days},
         )
         described = self.describe(remote)
         if described is None:
             params = {"logGroupName": self.name, "tags": self.stack.tag_map}
             return [self.step(f"Creating {self.kind}", "create_log_group", params), retention]
-        if described.get("retentionInDays") != LOG_RETENTION_DAYS:
+        if described.get("retentionInDays") != self.retention_days:
             return [retention]
         return []
 

@@ -61,6 +61,7 @@ class FakeRemote:
         ]
         remote.activities.add(stack.activity_arn)
         remote.log_groups[names.log_group] = {"retentionInDays": 30}
+        remote.log_groups[names.metrics_log_group] = {"retentionInDays": 7}
         remote.topics.add(stack.topic_arn)
         remote.roles[names.state_machine_role] = {"AssumeRolePolicyDocument": iam.trust_policy()}
         key = (names.state_machine_role, iam.STATE_MACHINE_POLICY_NAME)
@@ -111,6 +112,8 @@ def test_a_new_stack_plans_every_resource_in_dependency_order() -> None:
         "Creating Step Functions activity: rsql-jobs",
         "Creating CloudWatch log group: /rsql/jobs",
         "Setting log retention to 30 days: /rsql/jobs",
+        "Creating CloudWatch log group: /rsql/metrics",
+        "Setting log retention to 7 days: /rsql/metrics",
         "Creating SNS topic: rsql-notifications",
         "Creating IAM role: rsql-workflow-role",
         "Creating policy for IAM role: rsql-workflow-role",
@@ -256,6 +259,7 @@ def test_destroy_walks_the_deploy_list_backwards_and_keeps_the_tables_unless_pur
         "Deleting policy of IAM role: rsql-workflow-role",
         "Deleting IAM role: rsql-workflow-role",
         "Deleting SNS topic: rsql-notifications",
+        "Deleting CloudWatch log group: /rsql/metrics",
         "Deleting CloudWatch log group: /rsql/jobs",
         "Deleting Step Functions activity: rsql-jobs",
     ]
@@ -359,6 +363,10 @@ def test_the_agent_policy() -> None:
             ["logs:CreateLogStream", "logs:PutLogEvents"],
             [prefix.format("logs") + "log-group:/rsql/jobs:*"],
         ),
+        "AgentMetrics": (
+            ["logs:CreateLogStream", "logs:PutLogEvents"],
+            [prefix.format("logs") + "log-group:/rsql/metrics:*"],
+        ),
         "RedshiftSecret": (
             ["secretsmanager:GetSecretValue"],
             [prefix.format("secretsmanager") + "secret:rsql/redshift-??????"],
@@ -401,7 +409,7 @@ def test_deploy_creates_the_stack_and_a_second_deploy_writes_nothing(
 ) -> None:
     first = RecordingAws()
     plan, outputs = deploy(first, names, say=lambda m: None)
-    assert len(plan) == 10 and first.writes
+    assert len(plan) == 12 and first.writes
 
     machine = aws.sfn.describe_state_machine(stateMachineArn=outputs.state_machine_arn)
     stack = DesiredStack(names, ACCOUNT)
@@ -420,6 +428,10 @@ def test_deploy_creates_the_stack_and_a_second_deploy_writes_nothing(
     ]
     (group,) = aws.logs.describe_log_groups(logGroupNamePrefix=names.log_group)["logGroups"]
     assert group["retentionInDays"] == 30
+    (metrics,) = aws.logs.describe_log_groups(logGroupNamePrefix=names.metrics_log_group)[
+        "logGroups"
+    ]
+    assert metrics["retentionInDays"] == 7
     aws.sfn.describe_activity(activityArn=outputs.activity_arn)
     aws.sns.get_topic_attributes(TopicArn=outputs.topic_arn)
 
@@ -461,7 +473,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(
     out = capsys.readouterr().out
     assert f"  Creating DynamoDB table: {names.config_table}" in out
     assert f"  Creating state machine: {names.state_machine}" in out
-    assert len(plan_deploy(DesiredStack(names, ACCOUNT), AwsRemoteState(Aws()))) == 10
+    assert len(plan_deploy(DesiredStack(names, ACCOUNT), AwsRemoteState(Aws()))) == 12
 
 
 def test_deploy_json_prints_names_and_arns(
@@ -480,6 +492,7 @@ def test_deploy_json_prints_names_and_arns(
             f"arn:aws:states:us-east-1:123456789012:stateMachine:{names.state_machine}"
         ),
         "log_group": names.log_group,
+        "metrics_log_group": names.metrics_log_group,
         "topic_arn": f"arn:aws:sns:us-east-1:123456789012:{names.topic}",
         "role_arn": f"arn:aws:iam::123456789012:role/{names.state_machine_role}",
     }
@@ -507,6 +520,7 @@ def test_destroy_then_deploy_again(
     assert remote.activity(desired_stack.activity_arn) is None
     assert remote.role(names.state_machine_role) is None
     assert remote.log_group(names.log_group) is None
+    assert remote.log_group(names.metrics_log_group) is None
     assert remote.topic(desired_stack.topic_arn) is None
     item = aws.ddb.get_item(TableName=names.config_table, Key={"workflow_id": {"S": "kept"}})
     assert "Item" in item

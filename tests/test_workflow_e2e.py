@@ -539,3 +539,45 @@ def test_restart_runs_again_from_the_failure_point(
     assert row["execution_status"] == "Completed"
     assert row.get("restart_of") == "restart-run-1"
     assert lock_holder(aws, deployed, workflow_id) is None
+
+
+# -- metrics -------------------------------------------------------------------------------------
+
+
+def test_the_agents_metrics_carry_the_wait_since_the_state_machine_scheduled_each_task(
+    aws: Any, deployed: Deployed, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = settings_for(
+        deployed,
+        tmp_path,
+        metrics_log_group=deployed.names.metrics_log_group,
+        metrics_interval_s=1,
+    )
+    for name in ("a.sh", "b.sh", "c.sh"):
+        write_script(settings.script_dir, name, "sleep 0.2")
+    put_workflow(
+        deployed,
+        tmp_path,
+        {
+            "workflow_id": "wf-metrics",
+            "workflow_description": "metrics",
+            "workflow_stages": [stage(["a.sh"]), stage(["b.sh", "c.sh"], kind="parallel")],
+        },
+    )
+    with agent_thread(settings):
+        assert start_and_wait(deployed, "wf-metrics", "metrics-run-1") == 0
+    capsys.readouterr()
+    lines = [
+        json.loads(event["message"])
+        for event in aws.logs.get_log_events(
+            logGroupName=deployed.names.metrics_log_group,
+            logStreamName=settings.instance_id,
+            startFromHead=True,
+        )["events"]
+    ]
+    assert sum(line.get("JobsStarted", 0) for line in lines) == 3
+    assert sum(line.get("JobsCompleted", 0) for line in lines) == 3
+    # The Task state passes $$.State.EnteredTime as scheduled_at: every first attempt waited
+    # a measurable, plausible time between being scheduled and reaching the agent.
+    waits = [wait for line in lines for wait in line.get("TaskWaitTime", [])]
+    assert len(waits) == 3 and all(0 <= wait < 30_000 for wait in waits)

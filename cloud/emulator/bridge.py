@@ -4,7 +4,9 @@ moto 5.2.5 (pinned: these patches reach into its internals) can execute state ma
 LocalStack-derived interpreter in `moto/stepfunctions/parser/`, but activity tasks, the heart of
 rsql-agent, do not work there out of the box. `apply()` closes each gap, in the emulator
 process, before the server serves a request; each gap is one patch function in
-`patches_interpreter.py` or `patches_api.py`, and has its test in tests/test_bridge.py:
+`patches_interpreter.py` or `patches_api.py`, and has its test in tests/test_bridge.py (7 and 13
+are modules of their own, tested in tests/test_emulator_autoscaling.py and
+tests/test_agent_metrics.py):
 
 1. GetActivityTask is not routed, and every execution gets an empty activity store, so an
    activity Task fails with "activity does not exist". Executions here get a store backed by the
@@ -20,7 +22,7 @@ process, before the server serves a request; each gap is one patch function in
    AWS does; a poller must back off on it.
 7. Auto Scaling termination lifecycle hooks never run: an instance is terminated at once,
    CompleteLifecycleAction answers HTTP 500, RecordLifecycleActionHeartbeat is not implemented.
-   `autoscaling.py` runs them as AWS does and records every call (tests/test_emulator_autoscaling.py).
+   `autoscaling.py` runs them as AWS does and records every call.
 8. The interpreter's service calls go to `localhost`: pinned to 127.0.0.1 (see below).
 9. moto keeps every thread it starts in a list: pruned of finished threads at each execution.
 10. StartExecution without a name names the execution "None"; AWS generates a UUID.
@@ -29,6 +31,8 @@ process, before the server serves a request; each gap is one patch function in
     `2026-11-27T08:01:02.123456+00:00`; AWS gives both as `2026-11-27T08:01:02.123Z`.
 12. DynamoDB: a Query on an index the table lacks answers ResourceNotFoundException (as if the
     table were missing); AWS answers ValidationException.
+13. PutLogEvents stores embedded metric format (EMF) lines without creating their metrics:
+    `emf.py` extracts them into CloudWatch as AWS does (the agents' metrics).
 
 Findings about the interpreter, most kept as tests in tests/test_interpreter.py:
 - Its own service integrations (dynamodb:getItem/putItem/updateItem with condition and update
@@ -79,7 +83,7 @@ def apply(poll_wait_s: float | None = None) -> ActivityHub:
             f"{moto.__version__}: install moto[server]=={MOTO_VERSION}"
         )
     # After the version check: another moto may not even have the modules these patch.
-    from cloud.emulator import autoscaling
+    from cloud.emulator import autoscaling, emf
     from cloud.emulator import patches_api as api
     from cloud.emulator import patches_interpreter as interpreter
 
@@ -102,5 +106,6 @@ def apply(poll_wait_s: float | None = None) -> ActivityHub:
     api.pin_service_client_host()
     autoscaling.apply()
     api.query_on_a_missing_index_is_a_validation_error()
+    emf.apply()
     _hub = hub
     return hub
