@@ -95,7 +95,7 @@ def _metric(document: dict[str, Any], metric: Any) -> tuple[str, str | None, lis
         raise InvalidEmf("a metric definition needs a Name string")
     name = metric["Name"]
     value = document.get(name)
-    values = value if isinstance(value, list) else [value]
+    values: list[Any] = value if isinstance(value, list) else [value]
     if not values or len(values) > MAX_VALUES or not all(_number(v) for v in values):
         raise InvalidEmf(f"metric {name!r} is not a number or an array of 1-100 numbers")
     unit = metric.get("Unit")
