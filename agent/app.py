@@ -13,6 +13,7 @@ import math
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from pathlib import Path
 from typing import Any, Final
 
 import structlog
@@ -23,6 +24,7 @@ from agent.audit import JobAuditTable, JobEnd, RowKey
 from agent.aws import Aws
 from agent.completion import Completer
 from agent.errors import CancelReason
+from agent.housekeeping import Housekeeper
 from agent.instance import resolve_instance_id
 from agent.job import FINAL_FLUSH_TIMEOUT_S, JobContext, RunningJob, execute
 from agent.journal import Entry, Journal, current_boot_id
@@ -223,7 +225,7 @@ class Agent:
 
     def _start_sidecars(self, ctx: JobContext) -> None:
         """Tasks beside the pollers, until the drain has ended: the scale-in and Spot
-        watcher, the metrics publisher."""
+        watcher, the metrics publisher, housekeeping."""
         self._lifecycle = lifecycle.make_watcher(
             self.settings, ctx.aws, ctx.instance_id, self.request_stop
         )
@@ -234,8 +236,17 @@ class Agent:
                 self.settings, ctx.aws, self.metrics, ctx.instance_id
             )
             self._sidecars.append(asyncio.create_task(self._publisher.run(), name="metrics"))
+        if self.settings.housekeeping_enabled:
+            housekeeper = Housekeeper(self.settings, self._files_in_use)
+            self._sidecars.append(asyncio.create_task(housekeeper.run(), name="housekeeping"))
         for task in self._sidecars:
             task.add_done_callback(_sidecar_done)
+
+    def _files_in_use(self) -> set[Path]:
+        """Files housekeeping must leave: running jobs' logs, the journal's held entries."""
+        assert self._ctx is not None
+        logs_in_use = {job.log_path for job in self.jobs.values() if job.log_path is not None}
+        return logs_in_use | self._ctx.journal.held_files()
 
     async def _stop_sidecars(self) -> None:
         """After the drain: stop them, publish the last metrics, then complete the Auto

@@ -100,6 +100,7 @@ class RunningJob:
     cancel_detail: str = ""
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     outcome: Outcome | None = None  # once the job has ended
+    log_path: Path | None = None  # its local log, once created
 
     @property
     def token_id(self) -> str:
@@ -257,6 +258,7 @@ async def _run(ctx: JobContext, job: RunningJob, task: TaskInput, launch: Launch
         settings.log_dir, task.workflow_id, task.workflow_execution_id, task.job_name, job.attempt
     )
     output = OutputLog(path, settings.log_max_line_bytes, settings.output_tail_lines)
+    job.log_path = path
     shipper = LogShipper(
         ctx.aws, settings.log_group, job.log_stream, output, settings.log_flush_interval_s
     )

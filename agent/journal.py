@@ -102,6 +102,10 @@ class Journal:
         with contextlib.suppress(FileNotFoundError):
             self._path(token).unlink()
 
+    def held_files(self) -> set[Path]:
+        """The files of the entries this journal holds (housekeeping must leave them)."""
+        return {self._path(token) for token in self._entries}
+
     def load(self) -> list[Entry]:
         """Entries left by a previous run of the agent (unreadable files are set aside)."""
         entries = []

@@ -108,6 +108,14 @@ class Settings(BaseSettings):
     metrics_namespace: str = Field(default="RSQL/Agent", pattern=r"^[A-Za-z0-9_.\-/#:]{1,255}$")
     metrics_interval_s: float = Field(default=60.0, ge=1, le=3600)
 
+    # Housekeeping (agent/housekeeping.py): local job logs and the journal.
+    housekeeping_enabled: bool = True
+    housekeeping_interval_s: float = Field(default=3600.0, gt=0)
+    log_dir_max_age_days: float = Field(default=14.0, gt=0)
+    log_dir_max_bytes: int = Field(default=1024**3, ge=1024)
+    journal_max_age_days: float = Field(default=7.0, gt=0)
+    journal_max_bytes: int = Field(default=64 * 1024**2, ge=1024)
+
     @field_validator("activity_arn")
     @classmethod
     def _activity_arn_shape(cls, value: str) -> str:
