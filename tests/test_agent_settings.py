@@ -90,3 +90,9 @@ def test_missing_env_file_is_an_error(tmp_path: Path) -> None:
 def test_script_dir_must_exist(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match=r"RSQL_AGENT_SCRIPT_DIR: .* is not a directory"):
         Settings.load(activity_arn=ARN, script_dir=tmp_path / "missing")
+
+
+def test_every_setting_is_in_the_contracts_page() -> None:
+    page = (Path(__file__).resolve().parent.parent / "docs" / "contracts.md").read_text()
+    missing = [f for f in Settings.model_fields if f"`RSQL_AGENT_{f.upper()}`" not in page]
+    assert missing == [], "add them to docs/contracts.md, 'Agent settings'"
