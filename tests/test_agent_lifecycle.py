@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from agent_helpers import (
+    Stack,
     agent_events,
     agent_process,
     agent_settings,
@@ -27,10 +28,18 @@ from agent_helpers import (
     wait_for,
     write_script,
 )
-from fleet_helpers import HOOK_TAG, fake_imds, instance_state, lifecycle_calls, make_group
+from fleet_helpers import (
+    HOOK_TAG,
+    FakeImds,
+    fake_imds,
+    instance_state,
+    lifecycle_calls,
+    make_group,
+)
 
 from agent import schema
 from agent.lifecycle import UnusableAnswer, parse_lifecycle_state, parse_spot_action
+from agent.settings import Settings
 
 pytestmark = pytest.mark.usefixtures("emulator")
 
@@ -59,6 +68,12 @@ def test_metadata_answers_are_parsed_strictly() -> None:
             parse_spot_action(garbage)
 
 
+def _watching(tmp_path: Path, stack: Stack, imds: FakeImds, **overrides: Any) -> Settings:
+    """Test settings for an agent that reads the fake instance metadata every 0.2 s."""
+    values: dict[str, Any] = {"imds_endpoint_url": imds.url, "lifecycle_poll_interval_s": 0.2}
+    return agent_settings(tmp_path, stack, **{**values, **overrides})
+
+
 def _log_of(settings: Any, uid: str, job: str, execution: str) -> Path:
     return settings.log_dir / f"wf-{uid}" / execution / f"{job}.log"
 
@@ -74,14 +89,13 @@ def test_a_job_runs_through_a_scale_in_and_the_lifecycle_action_is_completed_onc
         imds.set("tags/instance", f"Name\n{schema.AUTOSCALING_GROUP_TAG}\n{HOOK_TAG}\n")
         imds.set(f"tags/instance/{schema.AUTOSCALING_GROUP_TAG}", group.name)
         imds.set(f"tags/instance/{HOOK_TAG}", group.hook)
-        settings = agent_settings(
+        settings = _watching(
             tmp_path,
             stack,
+            imds,
             instance_id=group.instance_id,
-            imds_endpoint_url=imds.url,
             concurrency=1,
             pollers=1,
-            lifecycle_poll_interval_s=0.2,
             lifecycle_heartbeat_interval_s=2,
         )
         write_script(settings.script_dir, "etl.sh", "echo begun\nsleep 20\necho done")
@@ -125,13 +139,7 @@ def test_an_idle_agent_completes_the_action_at_once_with_names_from_describe_tag
     group = make_group(aws, uid)
     stack = make_stack(aws, uid)
     with fake_imds(group.instance_id) as imds:  # no tags in metadata: 404
-        settings = agent_settings(
-            tmp_path,
-            stack,
-            instance_id=group.instance_id,
-            imds_endpoint_url=imds.url,
-            lifecycle_poll_interval_s=0.2,
-        )
+        settings = _watching(tmp_path, stack, imds, instance_id=group.instance_id)
         with agent_thread(settings) as agent:
             aws.autoscaling.terminate_instance_in_auto_scaling_group(
                 InstanceId=group.instance_id, ShouldDecrementDesiredCapacity=True
@@ -150,15 +158,7 @@ def test_a_spot_notice_fails_back_what_cannot_finish_before_the_interruption(
 ) -> None:
     stack = make_stack(aws, uid)
     with fake_imds() as imds:
-        settings = agent_settings(
-            tmp_path,
-            stack,
-            imds_endpoint_url=imds.url,
-            concurrency=2,
-            pollers=1,
-            lifecycle_poll_interval_s=0.2,
-            spot_margin_s=4,
-        )
+        settings = _watching(tmp_path, stack, imds, concurrency=2, pollers=1, spot_margin_s=4)
         write_script(settings.script_dir, "short.sh", "echo begun\nsleep 2\necho done")
         write_script(settings.script_dir, "long.sh", "echo begun\nsleep 300")
         with agent_thread(settings) as agent:
@@ -199,9 +199,7 @@ def test_metadata_that_answers_garbage_gets_one_warning_line_and_no_crash(
         imds.set("autoscaling/target-lifecycle-state", (200, b"\xff\xfe\x00\x00binary"))
         imds.set("spot/instance-action", "<html><body>Gateway\nTimeout</body></html>")
         imds.set("tags/instance", _not_http)
-        settings = agent_settings(
-            tmp_path, stack, imds_endpoint_url=imds.url, lifecycle_poll_interval_s=0.1
-        )
+        settings = _watching(tmp_path, stack, imds, lifecycle_poll_interval_s=0.1)
         write_script(settings.script_dir, "job.sh", "echo fine")
         process = agent_process(settings, tmp_path)
         try:

@@ -4,16 +4,14 @@ concurrency limit, drains, and the journal after a crash. Real processes, real s
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from agent_helpers import (
+    agent_process,
     agent_settings,
     agent_thread,
     audit_row,
@@ -157,28 +155,11 @@ def test_drain_deadline_fails_jobs_back_and_new_tasks_too(
     assert not (tmp_path / "late-ran").exists()
 
 
-def _agent_process(settings: Any, tmp_path: Path) -> subprocess.Popen[bytes]:
-    env_file = tmp_path / "agent.env"
-    names = ("activity_arn", "secret_id", "instance_id", "script_dir", "log_dir", "state_dir")
-    names += ("job_audit_table", "log_group", "drain_timeout_s", "kill_grace_s")
-    names += ("heartbeat_interval_s", "log_flush_interval_s")
-    env_file.write_text("".join(f"RSQL_AGENT_{n.upper()}={getattr(settings, n)}\n" for n in names))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RSQL_AGENT_")}
-    with open(tmp_path / "agent.out", "wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "agent.cli", "run", "--env-file", str(env_file)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
-
-
 def test_sigterm_drains_the_cli_agent(aws: Any, uid: str, tmp_path: Path) -> None:
     stack = make_stack(aws, uid)
     settings = agent_settings(tmp_path, stack, drain_timeout_s=20)
     write_script(settings.script_dir, "job.sh", "echo begun\nsleep 1\necho finished")
-    process = _agent_process(settings, tmp_path)
+    process = agent_process(settings, tmp_path)
     try:
         arn = start(aws, stack, task_input(uid, "job.sh"), f"exec-{uid}")
         wait_for(lambda: _log_file(settings, uid, "job.sh").exists(), what="the job to start")
@@ -201,7 +182,7 @@ def test_after_a_crash_the_next_start_kills_orphans_and_fails_the_task_back(
     settings = agent_settings(tmp_path, stack)
     write_script(settings.script_dir, "orphan.sh", 'sleep 300 &\necho "child $!"\nwait')
     log_file = _log_file(settings, uid, "orphan.sh")
-    process = _agent_process(settings, tmp_path)
+    process = agent_process(settings, tmp_path)
     try:
         arn = start(aws, stack, task_input(uid, "orphan.sh"), f"exec-{uid}")
         [child] = wait_for(lambda: _pids_in(log_file, "child"), what="the job to start")
@@ -229,7 +210,7 @@ def test_a_second_sigint_stops_at_once_and_the_journal_remembers(
     settings = agent_settings(tmp_path, stack, drain_timeout_s=60)
     write_script(settings.script_dir, "long.sh", 'sleep 300 &\necho "child $!"\nwait')
     log_file = _log_file(settings, uid, "long.sh")
-    process = _agent_process(settings, tmp_path)
+    process = agent_process(settings, tmp_path)
     try:
         arn = start(aws, stack, task_input(uid, "long.sh"), f"exec-{uid}")
         [child] = wait_for(lambda: _pids_in(log_file, "child"), what="the job to start")
