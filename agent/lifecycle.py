@@ -285,6 +285,8 @@ class LifecycleWatcher:
         try:
             response = await self._aws.call(
                 self._aws.ec2.describe_tags,
+                # Bounded: the first look at instance metadata waits for this.
+                deadline_s=self._settings.lifecycle_poll_interval_s,
                 Filters=[
                     {"Name": "resource-id", "Values": [self._instance_id]},
                     {"Name": "key", "Values": list(wanted)},

@@ -155,6 +155,8 @@ def agent_settings(tmp_path: Path, stack: Stack, **overrides: Any) -> Settings:
         "log_flush_interval_s": 0.2,
         "aws_call_deadline_s": 10,
         "completion_deadline_s": 10,
+        # Metrics go nowhere unless a test creates their log group and turns them on.
+        "metrics_enabled": False,
     }
     values.update(overrides)
     Path(values["script_dir"]).mkdir(parents=True, exist_ok=True)

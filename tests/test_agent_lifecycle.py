@@ -133,13 +133,19 @@ def test_a_job_runs_through_a_scale_in_and_the_lifecycle_action_is_completed_onc
     aws.sfn.stop_execution(executionArn=second)
 
 
-def test_an_idle_agent_completes_the_action_at_once_with_names_from_describe_tags(
-    aws: Any, uid: str, tmp_path: Path
+@pytest.mark.parametrize("names_from", ["describe_tags", "settings"])
+def test_an_idle_agent_completes_the_action_at_once(
+    aws: Any, uid: str, tmp_path: Path, names_from: str
 ) -> None:
-    group = make_group(aws, uid)
+    # No tags in instance metadata (404): the names come from ec2:DescribeTags of the tags
+    # the group propagated, or from the settings on an untagged group.
+    group = make_group(aws, uid, tags=names_from == "describe_tags")
     stack = make_stack(aws, uid)
-    with fake_imds(group.instance_id) as imds:  # no tags in metadata: 404
-        settings = _watching(tmp_path, stack, imds, instance_id=group.instance_id)
+    named: dict[str, Any] = {}
+    if names_from == "settings":
+        named = {"autoscaling_group_name": group.name, "lifecycle_hook_name": group.hook}
+    with fake_imds(group.instance_id) as imds:
+        settings = _watching(tmp_path, stack, imds, instance_id=group.instance_id, **named)
         with agent_thread(settings) as agent:
             aws.autoscaling.terminate_instance_in_auto_scaling_group(
                 InstanceId=group.instance_id, ShouldDecrementDesiredCapacity=True
@@ -147,7 +153,7 @@ def test_an_idle_agent_completes_the_action_at_once_with_names_from_describe_tag
             imds.set("autoscaling/target-lifecycle-state", "Terminated")
             wait_for(lambda: instance_state(aws, group) is None, 30, "the instance to go")
     assert agent.drain_reason == "scale-in"
-    assert imds.count("tags/instance") >= 1
+    assert imds.count("tags/instance") == (1 if names_from == "describe_tags" else 0)
     calls = [(c["action"], c["accepted"]) for c in lifecycle_calls(aws, group)]
     assert calls[-1] == ("CompleteLifecycleAction", True)
     assert calls.count(("CompleteLifecycleAction", True)) == 1
@@ -158,7 +164,7 @@ def test_a_spot_notice_fails_back_what_cannot_finish_before_the_interruption(
 ) -> None:
     stack = make_stack(aws, uid)
     with fake_imds() as imds:
-        settings = _watching(tmp_path, stack, imds, concurrency=2, pollers=1, spot_margin_s=4)
+        settings = _watching(tmp_path, stack, imds, concurrency=2, pollers=1, spot_margin_s=3)
         write_script(settings.script_dir, "short.sh", "echo begun\nsleep 2\necho done")
         write_script(settings.script_dir, "long.sh", "echo begun\nsleep 300")
         with agent_thread(settings) as agent:
@@ -171,7 +177,7 @@ def test_a_spot_notice_fails_back_what_cannot_finish_before_the_interruption(
             for job in ("short.sh", "long.sh"):
                 path = _log_of(settings, uid, job, f"exec-{uid}-{job[:-3]}")
                 wait_for(lambda path=path: path.exists() and "begun" in path.read_text())
-            interruption_at = math.ceil(time.time()) + 12
+            interruption_at = math.ceil(time.time()) + 9
             when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(interruption_at))
             imds.set("spot/instance-action", json.dumps({"action": "terminate", "time": when}))
             wait_for(lambda: not agent.jobs and agent.draining, 30, "the drain to end")
@@ -212,6 +218,7 @@ def test_metadata_that_answers_garbage_gets_one_warning_line_and_no_crash(
         finally:
             if process.poll() is None:
                 process.kill()
+                process.wait()
     warnings = [e for e in agent_events(tmp_path) if e["event"] == "instance_metadata_unusable"]
     assert sorted(w["path"] for w in warnings) == [
         "autoscaling/target-lifecycle-state",

@@ -119,7 +119,12 @@ def test_the_agent_publishes_its_jobs_and_cloudwatch_has_them(
     group, namespace = f"/t/{uid}/metrics", f"RSQLTest/{uid}"
     aws.logs.create_log_group(logGroupName=group)
     settings = agent_settings(
-        tmp_path, stack, metrics_log_group=group, metrics_namespace=namespace, metrics_interval_s=1
+        tmp_path,
+        stack,
+        metrics_enabled=True,
+        metrics_log_group=group,
+        metrics_namespace=namespace,
+        metrics_interval_s=1,
     )
     write_script(settings.script_dir, "ok.sh", "sleep 0.3")
     write_script(settings.script_dir, "fail.sh", "exit 3")

@@ -178,6 +178,7 @@ def test_the_agent_process_reports_ready_status_and_a_drain_that_extends_the_sto
     finally:
         if process.poll() is None:
             process.kill()
+            process.wait()
     assert finished(aws, arn)["status"] == "SUCCEEDED"
     statuses = abstract_socket.values("STATUS")
     assert statuses[0].startswith("starting")
@@ -194,3 +195,42 @@ def test_the_agent_process_reports_ready_status_and_a_drain_that_extends_the_sto
     output = (settings.log_dir / f"wf-{uid}" / f"exec-{uid}" / "job.sh.log").read_text()
     assert "notify=[] watchdog=[]" in output
     assert [e["event"] for e in agent_events(tmp_path)][-1] == "agent_stopped"
+
+
+@pytest.mark.usefixtures("emulator")
+def test_a_busy_agent_keeps_pinging_the_watchdog(
+    aws: Any, uid: str, tmp_path: Path, notify_socket: NotifySocket
+) -> None:
+    stack = make_stack(aws, uid)
+    settings = agent_settings(tmp_path, stack, concurrency=2)
+    # Two jobs printing as fast as they can, 20 MB each in 1 KB lines: the event loop pumps
+    # their output into files and ships it to CloudWatch all along.
+    line = "x" * 1000
+    write_script(settings.script_dir, "chatty.sh", f"yes {line} | head -n 20000")
+    env = {"NOTIFY_SOCKET": notify_socket.address, "WATCHDOG_USEC": "2000000"}
+    process = agent_process(settings, tmp_path, env)
+    try:
+        wait_for(lambda: notify_socket.values("READY"), 30, "READY=1")
+        runs = []
+        for n in (1, 2):
+            name = f"exec-{uid}-{n}"
+            task = task_input(uid, "chatty.sh", workflow_execution_id=name, timeout_seconds=120)
+            runs.append(start(aws, stack, task, name))
+        statuses = [finished(aws, arn, timeout_s=120)["status"] for arn in runs]
+        busy_until = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert statuses == ["SUCCEEDED", "SUCCEEDED"]
+    busy_from = next(
+        at
+        for at, fields in notify_socket.messages
+        if fields.get("STATUS", "").startswith(("1/2", "2/2"))
+    )
+    assert busy_until - busy_from > 3  # long enough to need pings meanwhile
+    pings = [at for at in notify_socket.times("WATCHDOG") if busy_from - 2 <= at <= busy_until]
+    # WATCHDOG_USEC=2 s: a ping every second, and never a gap systemd would restart it for.
+    assert len(pings) >= 2 and max(b - a for a, b in itertools.pairwise(pings)) < 2.0

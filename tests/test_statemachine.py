@@ -61,7 +61,12 @@ def test_activity_task_has_timeouts_and_retries_for_lost_hosts() -> None:
         "restart_of.$",
         "legacy_args.$",
         "variables.$",
+        # For the TaskWaitTime metric (docs/metrics.md).
+        "scheduled_at.$",
+        "retry_count.$",
     }
+    assert task["Parameters"]["scheduled_at.$"] == "$$.State.EnteredTime"
+    assert task["Parameters"]["retry_count.$"] == "$$.State.RetryCount"
 
 
 def test_stage_map_runs_one_stage_at_a_time_and_failures_are_caught() -> None:

@@ -550,6 +550,7 @@ def test_the_agents_metrics_carry_the_wait_since_the_state_machine_scheduled_eac
     settings = settings_for(
         deployed,
         tmp_path,
+        metrics_enabled=True,
         metrics_log_group=deployed.names.metrics_log_group,
         metrics_interval_s=1,
     )
