@@ -19,7 +19,7 @@ import asyncio
 import datetime as dt
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -82,11 +82,12 @@ class Interval:
 class JobMetrics:
     """The counters; every method is called in the event loop and costs next to nothing."""
 
-    def __init__(self, slots: int) -> None:
+    def __init__(self, slots: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.slots = slots
         self.polling = True
         self._busy = 0
-        self._since = time.monotonic()
+        self._clock = clock
+        self._since = clock()
         self._current = Interval(start_s=time.time())
 
     def set_busy(self, busy: int) -> None:
@@ -117,7 +118,7 @@ class JobMetrics:
         return done, max(self._current.start_s - done.start_s, 1e-3)
 
     def _integrate(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         self._current.busy_slot_s += self._busy * (now - self._since)
         self._since = now
 

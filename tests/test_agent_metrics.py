@@ -85,14 +85,18 @@ def test_the_wait_counts_only_first_attempts_with_a_scheduled_time() -> None:
 
 
 def test_busy_slots_are_averaged_over_the_interval() -> None:
-    metrics = JobMetrics(slots=2)
+    now = [100.0]
+    metrics = JobMetrics(slots=2, clock=lambda: now[0])
     metrics.set_busy(2)
-    time.sleep(0.2)
+    now[0] += 15  # two slots busy for 15 s
+    metrics.set_busy(1)
+    now[0] += 30  # one for 30 s
     metrics.set_busy(0)
-    time.sleep(0.2)
-    interval, length_s = metrics.take()
-    assert 0.35 <= interval.busy_slot_s <= 0.6 and length_s >= 0.4
-    assert 0.7 <= interval.busy_slot_s / length_s <= 1.3  # one slot on average
+    now[0] += 15  # none for 15 s
+    interval, _ = metrics.take()
+    assert interval.busy_slot_s == 2 * 15 + 1 * 30
+    line = json.loads(emf_lines(interval, 60.0, metrics, "N", DIMS)[0])
+    assert (line["SlotsBusy"], line["Utilization"]) == (1.0, 50.0)
 
 
 def test_emf_that_breaks_the_specification_creates_no_metric() -> None:
