@@ -18,7 +18,7 @@ from typing import Any, Final
 
 import structlog
 
-from agent import __version__, completion, errors, lifecycle, logs, schema
+from agent import __version__, aio, completion, errors, lifecycle, logs, schema
 from agent.aio import cancel_and_wait
 from agent.audit import JobAuditTable, JobEnd, RowKey
 from agent.aws import Aws
@@ -29,7 +29,7 @@ from agent.instance import resolve_instance_id
 from agent.job import FINAL_FLUSH_TIMEOUT_S, JobContext, RunningJob, execute
 from agent.journal import Entry, Journal, current_boot_id
 from agent.metrics import JobMetrics, MetricsPublisher
-from agent.poller import Poller
+from agent.poller import PollerGroup
 from agent.runner import kill_group
 from agent.secret import load_connection_env
 from agent.settings import Settings
@@ -68,7 +68,7 @@ class Agent:
         self._drain_deadline = math.inf
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._pollers: list[Poller] = []
+        self._pollers: PollerGroup | None = None
         self._poller_tasks: list[asyncio.Task[None]] = []
         self._sidecars: list[asyncio.Task[None]] = []
         self._lifecycle: lifecycle.LifecycleWatcher | None = None
@@ -83,6 +83,7 @@ class Agent:
         """Start clients and reconcile, poll until told to stop, drain. Raises StartupError
         when it cannot start."""
         self._loop = asyncio.get_running_loop()
+        aio.use_pidfd_child_watcher()
         try:
             self._ctx = await self._startup()
             await self._reconcile(self._ctx)
@@ -95,9 +96,11 @@ class Agent:
         finally:
             await self._drain()
             await self._stop_sidecars()
+            calls = {}
             if self._aws is not None:
                 self._aws.close()
-            log.info("agent_stopped")
+                calls = dict(self._aws.calls)
+            log.info("agent_stopped", api_calls=calls)
 
     @property
     def aws(self) -> Aws:
@@ -109,7 +112,7 @@ class Agent:
     @property
     def polls_started(self) -> int:
         """GetActivityTask calls made so far (for tests and metrics)."""
-        return sum(poller.polls for poller in self._pollers)
+        return self._pollers.polls if self._pollers is not None else 0
 
     @property
     def draining(self) -> bool:
@@ -211,17 +214,16 @@ class Agent:
 
     def _start_pollers(self) -> None:
         assert self._aws is not None
-        for number in range(self.settings.effective_pollers):
-            poller = Poller(
-                f"poller-{number}",
-                self._aws,
-                self._slots,
-                self._draining,
-                self._accept,
-                self.settings.poll_error_backoff_max_s,
-            )
-            self._pollers.append(poller)
-            self._poller_tasks.append(asyncio.create_task(poller.run(), name=poller.name))
+        self._pollers = PollerGroup(
+            self._aws,
+            self._slots,
+            self._draining,
+            self._accept,
+            self.settings.poll_error_backoff_max_s,
+            pollers=self.settings.effective_pollers,
+            max_pollers=self.settings.effective_max_pollers,
+        )
+        self._poller_tasks.append(asyncio.create_task(self._pollers.run(), name="pollers"))
 
     def _start_sidecars(self, ctx: JobContext) -> None:
         """Tasks beside the pollers, until the drain has ended: the scale-in and Spot

@@ -1,37 +1,37 @@
 """The one layer every AWS call of the agent goes through.
 
-Clients are built once. boto3 is synchronous, so calls run in threads: short calls in a
+Clients are built once, their connection pools sized so a connection, once open, is reused
+for the life of the agent. boto3 is synchronous, so calls run in threads: short calls in a
 bounded pool sized so heartbeats, log shipping and audit writes of every running job fit at
-once; GetActivityTask long polls in daemon threads of their own, because a poll stays open
-60 s and a pool thread would hold the interpreter at exit until it returns. Here live the
-retry with backoff bounded by a deadline, the client-side throttle and the sorting of service
-errors: a closed task token becomes `errors.TaskGone`, transient failures are retried,
-anything else is raised to the caller.
+once; GetActivityTask long polls in daemon threads of their own (kept for the next poll),
+because a poll stays open 60 s and a pool thread would hold the interpreter at exit until it
+returns. Here live the client-side rates per API (`agent.ratelimit`), the retries with
+backoff, and the sorting of service errors: a closed task token becomes `errors.TaskGone`,
+throttling is retried for as long as it lasts (a throttle never fails a job), other transient
+failures until the call's deadline, anything else is raised to the caller.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import queue
+import random
 import threading
+import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import boto3
 import structlog
-from asyncio_throttle.throttler import Throttler
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception,
-    stop_after_delay,
-    wait_random_exponential,
-)
 
 from agent import errors
+from agent.ratelimit import RateLimits, api_name
 from agent.settings import Settings
 
 if TYPE_CHECKING:
@@ -46,9 +46,13 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
+# The longest pause between two attempts of one call.
+MAX_BACKOFF_S: Final = 10.0
+
 # The service closed this token: nothing more can be reported for the task.
 TASK_GONE_CODES: Final = frozenset({"TaskTimedOut", "TaskDoesNotExist", "InvalidToken"})
-TRANSIENT_CODES: Final = frozenset(
+# The service asks the caller to slow down: retried for as long as it lasts.
+THROTTLING_CODES: Final = frozenset(
     {
         "Throttling",
         "ThrottlingException",
@@ -57,6 +61,10 @@ TRANSIENT_CODES: Final = frozenset(
         "RequestLimitExceeded",
         "RequestThrottled",
         "ProvisionedThroughputExceededException",
+    }
+)
+TRANSIENT_CODES: Final = THROTTLING_CODES | frozenset(
+    {
         "TransactionConflictException",
         "ServiceUnavailable",
         "ServiceUnavailableException",
@@ -85,6 +93,14 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, BotoConnectionError | HTTPClientError)
 
 
+def is_throttling(exc: BaseException) -> bool:
+    """The service refused the call for its rate (HTTP 429 or a throttling code)."""
+    if not isinstance(exc, ClientError):
+        return False
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return error_code(exc) in THROTTLING_CODES or status == 429
+
+
 def _sorted_errors(fn: Callable[..., T], kwargs: dict[str, Any]) -> T:
     """Run one call in a worker thread, turning a closed-token answer into TaskGone."""
     try:
@@ -110,11 +126,15 @@ class Aws:
             retries={"total_max_attempts": 1},
             # Above the number of concurrent calls, or urllib3 discards and reconnects.
             max_pool_connections=workers + 2,
+            # Every parameter of a hot-path call is built by the agent from validated input,
+            # and the service checks them again; botocore's walk over them costs up to a tenth
+            # of a call (a PutLogEvents batch of 10,000 events most).
+            parameter_validation=False,
         )
         poll = base.merge(
             Config(
                 read_timeout=settings.poll_read_timeout_s,
-                max_pool_connections=settings.effective_pollers + 2,
+                max_pool_connections=settings.effective_max_pollers + 2,
             )
         )
         session = boto3.session.Session()
@@ -122,43 +142,58 @@ class Aws:
         self._sfn_poll: SFNClient = session.client("stepfunctions", config=poll)
         self.logs: CloudWatchLogsClient = session.client("logs", config=base)
         self.dynamodb: DynamoDBClient = session.client("dynamodb", config=base)
-        self.secretsmanager: SecretsManagerClient = session.client("secretsmanager", config=base)
+        # Read once at start: validation costs nothing that matters there.
+        self.secretsmanager: SecretsManagerClient = session.client(
+            "secretsmanager", config=base.merge(Config(parameter_validation=True))
+        )
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="aws")
-        self._throttler = Throttler(rate_limit=settings.aws_max_calls_per_s, period=1.0)
+        self._poll_threads = _DaemonThreads("poll")
+        self._rates = RateLimits(settings.aws_max_calls_per_s, settings.aws_rates_per_s)
+        # Calls sent to each API (attempts, polls included): for the logs and the tests.
+        self.calls: Counter[str] = Counter()
         self._session = session
-        self._base_config = base
+        # Rare calls: botocore's parameter validation costs nothing that matters there.
+        self._rare_config = base.merge(Config(parameter_validation=True))
 
     # Built on first use: only a host that is scaled in or looks up its tags needs them.
     @functools.cached_property
     def autoscaling(self) -> AutoScalingClient:
-        return self._session.client("autoscaling", config=self._base_config)
+        return self._session.client("autoscaling", config=self._rare_config)
 
     @functools.cached_property
     def ec2(self) -> EC2Client:
-        return self._session.client("ec2", config=self._base_config)
+        return self._session.client("ec2", config=self._rare_config)
 
     async def call(
         self, fn: Callable[..., T], /, *, deadline_s: float | None = None, **kwargs: Any
     ) -> T:
-        """Call `fn(**kwargs)` (a client method) in a worker thread, retrying transient
-        failures with jittered exponential backoff until `deadline_s` (default: the
-        aws_call_deadline_s setting; 0 = one attempt). Raises errors.TaskGone for a closed
+        """Call `fn(**kwargs)` (a client method) in a worker thread, within the API's client-side
+        rate. Transient failures are retried with jittered exponential backoff until
+        `deadline_s` (default: the aws_call_deadline_s setting; 0 = one attempt, whatever
+        the error), throttling for as long as it lasts. Raises errors.TaskGone for a closed
         task token, else the last error."""
+        api = api_name(getattr(fn, "__name__", "call"))
         deadline = self._settings.aws_call_deadline_s if deadline_s is None else deadline_s
-        loop = asyncio.get_running_loop()
-        retrying = AsyncRetrying(
-            stop=stop_after_delay(deadline),
-            wait=wait_random_exponential(multiplier=0.2, max=10),
-            retry=retry_if_exception(is_transient),
-            before_sleep=functools.partial(_log_retry, getattr(fn, "__name__", "call")),
-            reraise=True,
-        )
-        async for attempt in retrying:
-            with attempt:
-                async with self._throttler:
-                    call = functools.partial(_sorted_errors, fn, kwargs)
-                    return await loop.run_in_executor(self._executor, call)
-        raise AssertionError("unreachable: tenacity reraises the last error")
+        started = time.monotonic()
+        attempt = 1
+        while True:
+            try:
+                return await self._attempt(api, fn, kwargs)
+            except (ClientError, BotoCoreError) as exc:
+                out_of_time = time.monotonic() - started >= deadline and not is_throttling(exc)
+                if deadline <= 0 or out_of_time or not is_transient(exc):
+                    raise
+                log.info("aws_call_retry", call=api, attempt=attempt, error=error_code(exc))
+            # Full jitter, so the hosts of a fleet that were throttled together do not
+            # come back together.
+            await asyncio.sleep(random.uniform(0, min(MAX_BACKOFF_S, 0.2 * 2**attempt)))
+            attempt += 1
+
+    async def _attempt(self, api: str, fn: Callable[..., T], kwargs: dict[str, Any]) -> T:
+        await self._rates.take(api)
+        self.calls[api] += 1
+        call = functools.partial(_sorted_errors, fn, kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     async def get_activity_task(self) -> GetActivityTaskOutputTypeDef:
         """One long poll of the activity, in a daemon thread so an open poll never holds up
@@ -195,7 +230,8 @@ class Aws:
             except RuntimeError:  # the loop is closed: nobody will ever take this task
                 self._fail_back(result)
 
-        threading.Thread(target=poll, name="poll", daemon=True).start()
+        self.calls["GetActivityTask"] += 1
+        self._poll_threads.submit(poll)
         try:
             return await future
         except asyncio.CancelledError:
@@ -225,11 +261,28 @@ class Aws:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
-def _log_retry(call: str, state: Any) -> None:
-    exc = state.outcome.exception() if state.outcome else None
-    log.info(
-        "aws_call_retry",
-        call=call,
-        attempt=state.attempt_number,
-        error=error_code(exc) if exc else None,
-    )
+class _DaemonThreads:
+    """Daemon threads kept for the next long poll: starting a thread per poll costs a thread
+    start per job, and the threads of concurrent.futures are joined at exit, which an open
+    poll would hold up for a minute. At most as many threads as polls ever open at once."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._work: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+
+    def submit(self, fn: Callable[[], None]) -> None:
+        with self._lock:
+            start = self._idle == 0
+            if not start:
+                self._idle -= 1
+        self._work.put(fn)
+        if start:
+            threading.Thread(target=self._serve, name=self._name, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            self._work.get()()
+            with self._lock:
+                self._idle += 1

@@ -6,6 +6,12 @@ without a free slot would sit on a task another host could run. An empty poll (t
 60 s without work) gives the slot back and polls again. Failures back off exponentially with
 jitter, up to `poll_error_backoff_max_s`, so a missing activity or an unreachable endpoint
 never makes the pollers spin.
+
+`PollerGroup` keeps `pollers` loops polling at all times (an idle host makes that many calls a
+minute) and adds one more loop each time a poll returns a task, up to `max_pollers`: while
+work is queued every free slot gets a poll of its own, so a task is picked up as soon as it is
+scheduled instead of waiting for one of a few pollers to come round. An added loop ends at its
+first empty poll, which brings an idle host back to `pollers` calls a minute.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ class Poller:
         draining: asyncio.Event,
         on_task: TaskHandler,
         backoff_max_s: float,
+        *,
+        until_idle: bool = False,
     ) -> None:
         self.name = name
         self._aws = aws
@@ -42,10 +50,12 @@ class Poller:
         self._draining = draining
         self._on_task = on_task
         self._backoff_max_s = backoff_max_s
+        self._until_idle = until_idle
         self.polls = 0
 
     async def run(self) -> None:
-        """Poll until the agent drains. Cancelling it abandons an open poll."""
+        """Poll until the agent drains (or, for an added poller, until a poll comes back
+        empty or fails). Cancelling it abandons an open poll."""
         failures = 0
         while not self._draining.is_set():
             await self._slots.acquire()
@@ -62,6 +72,8 @@ class Poller:
             finally:
                 if not took_slot:
                     self._slots.release()
+            if self._until_idle and not took_slot:
+                return
             if failed:
                 await self._back_off(failures)
 
@@ -78,3 +90,77 @@ class Poller:
         with contextlib.suppress(TimeoutError):
             # Full jitter, so the pollers of many hosts do not retry in step.
             await asyncio.wait_for(self._draining.wait(), timeout=random.uniform(0, delay))
+
+
+class PollerGroup:
+    """`pollers` loops that always poll, and up to `max_pollers` in all while tasks keep
+    coming (see the module docstring). Run it as one task; cancelling it ends every loop."""
+
+    def __init__(
+        self,
+        aws: Aws,
+        slots: asyncio.Semaphore,
+        draining: asyncio.Event,
+        on_task: TaskHandler,
+        backoff_max_s: float,
+        *,
+        pollers: int,
+        max_pollers: int,
+    ) -> None:
+        self._aws = aws
+        self._slots = slots
+        self._draining = draining
+        self._on_task = on_task
+        self._backoff_max_s = backoff_max_s
+        self._base = pollers
+        self._most = max(pollers, max_pollers)
+        self._running: dict[asyncio.Task[None], Poller] = {}
+        self._polls_of_ended = 0
+        self._added = 0
+
+    @property
+    def polls(self) -> int:
+        """GetActivityTask calls made so far."""
+        return self._polls_of_ended + sum(poller.polls for poller in self._running.values())
+
+    async def run(self) -> None:
+        """Poll until the agent drains; on cancel, every loop is cancelled and awaited."""
+        base = [self._start(f"poller-{number}", until_idle=False) for number in range(self._base)]
+        try:
+            # A loop that crashed is logged (see _ended); the others go on.
+            await asyncio.gather(*base, return_exceptions=True)
+        finally:
+            tasks = list(self._running)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _start(self, name: str, *, until_idle: bool) -> asyncio.Task[None]:
+        poller = Poller(
+            name,
+            self._aws,
+            self._slots,
+            self._draining,
+            self._took,
+            self._backoff_max_s,
+            until_idle=until_idle,
+        )
+        task = asyncio.create_task(poller.run(), name=name)
+        self._running[task] = poller
+        task.add_done_callback(self._ended)
+        return task
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        poller = self._running.pop(task, None)
+        if poller is not None:
+            self._polls_of_ended += poller.polls
+        if not task.cancelled() and task.exception() is not None:
+            log.error("poller_crashed", error=repr(task.exception()))
+
+    def _took(self, token: str, raw_input: str) -> bool:
+        took = self._on_task(token, raw_input)
+        # A task came: more may be queued behind it, so give the next free slot a poll too.
+        if took and len(self._running) < self._most and not self._draining.is_set():
+            self._added += 1
+            self._start(f"poller-extra-{self._added}", until_idle=True)
+        return took

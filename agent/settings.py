@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     # Capacity.
     concurrency: int = Field(default=8, ge=1, le=1024)
     pollers: int = Field(default=2, ge=1, le=64)
+    # While tasks keep coming, up to this many polls at once (0 = one per slot).
+    max_pollers: int = Field(default=0, ge=0, le=1024)
 
     # Timing.
     heartbeat_interval_s: float = Field(default=20.0, gt=0)
@@ -79,7 +81,9 @@ class Settings(BaseSettings):
     aws_call_deadline_s: float = Field(default=60.0, gt=0, description="retries of one call")
     aws_connect_timeout_s: float = Field(default=5.0, gt=0)
     aws_read_timeout_s: float = Field(default=30.0, gt=0)
-    aws_max_calls_per_s: int = Field(default=200, ge=1)
+    aws_max_calls_per_s: int = Field(default=200, ge=1, description="over all APIs")
+    # Calls per second by API name, over agent.ratelimit.DEFAULT_RATES_PER_S.
+    aws_rates_per_s: dict[str, float] = Field(default_factory=dict)
     completion_deadline_s: float = Field(default=600.0, gt=0)
 
     # Output.
@@ -175,6 +179,12 @@ class Settings(BaseSettings):
     def effective_pollers(self) -> int:
         """A poller holds a concurrency slot while it polls, so more pollers than slots idle."""
         return min(self.pollers, self.concurrency)
+
+    @property
+    def effective_max_pollers(self) -> int:
+        """Polls open at once while tasks keep coming: one per free slot at most."""
+        most = self.max_pollers or self.concurrency
+        return max(self.effective_pollers, min(most, self.concurrency))
 
     @classmethod
     def load(cls, env_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:

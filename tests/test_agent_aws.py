@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.validate import ParamValidationDecorator
 
 from agent import errors
 from agent.aws import Aws, error_code, is_transient
@@ -84,16 +85,54 @@ def test_other_failures_are_not(aws: Aws) -> None:
 
 
 def test_retries_stop_at_the_deadline(aws: Aws) -> None:
-    callee = Flaky(*[_client_error("ThrottlingException")] * 1000)
+    callee = Flaky(*[_client_error("InternalFailure", 500)] * 1000)
     started = time.monotonic()
     with pytest.raises(ClientError):
         asyncio.run(aws.call(callee, deadline_s=0.5))
-    assert 0.5 <= time.monotonic() - started < 5
+    assert 0.5 <= time.monotonic() - started < 15
     assert 1 < callee.calls < 1000
     one = Flaky(*[_client_error("ThrottlingException")] * 10)
     with pytest.raises(ClientError):
         asyncio.run(aws.call(one, deadline_s=0))
     assert one.calls == 1
+
+
+@pytest.mark.parametrize(
+    "throttle", [_client_error("ThrottlingException"), _client_error("SlowDown", 429)]
+)
+def test_throttling_is_retried_past_the_deadline(aws: Aws, throttle: ClientError) -> None:
+    """A throttle never turns into a failure: it is retried for as long as it lasts."""
+    callee = Flaky(*[throttle] * 4)
+    assert asyncio.run(aws.call(callee, deadline_s=0.01, a=1)) == {"ok": {"a": 1}}
+    assert callee.calls == 5
+    assert aws.calls["Call"] == 5  # every attempt is counted (a callable without a name)
+
+
+def test_each_api_keeps_its_client_side_rate(tmp_path: Path) -> None:
+    """Calls over an API's rate wait for a token (never refused); other APIs are not held."""
+    settings = Settings.load(
+        activity_arn=ARN, script_dir=tmp_path, aws_rates_per_s={"CreateLogStream": 20}
+    )
+    layer = Aws(settings)
+
+    def create_log_stream(**kwargs: Any) -> dict[str, Any]:
+        return {}
+
+    def update_item(**kwargs: Any) -> dict[str, Any]:
+        return {}
+
+    async def burst(fn: Any, count: int) -> float:
+        started = time.monotonic()
+        await asyncio.gather(*(layer.call(fn) for _ in range(count)))
+        return time.monotonic() - started
+
+    try:
+        # 20 saved up, then 20 a second: the last 10 of 30 take at least half a second.
+        assert asyncio.run(burst(create_log_stream, 30)) >= 0.45
+        assert layer.calls["CreateLogStream"] == 30
+        assert asyncio.run(burst(update_item, 30)) < 0.45  # 100 a second by default
+    finally:
+        layer.close()
 
 
 @pytest.mark.parametrize("code", ["TaskTimedOut", "TaskDoesNotExist", "InvalidToken"])
@@ -117,5 +156,11 @@ def test_clients_are_configured_for_long_polls_and_concurrency(tmp_path: Path) -
         assert short.max_pool_connections > layer._executor._max_workers >= 3 * 8
         # botocore does not retry on its own: the layer's deadline is the only one.
         assert short.retries["total_max_attempts"] == 1
+        # The hot-path clients skip botocore's parameter validation; the start-up one keeps it.
+        assert not isinstance(layer.sfn._serializer, ParamValidationDecorator)
+        assert not isinstance(layer.logs._serializer, ParamValidationDecorator)
+        assert isinstance(layer.secretsmanager._serializer, ParamValidationDecorator)
+        # One connection per poll that can be open at once: a free slot each, while busy.
+        assert poll.max_pool_connections > settings.effective_max_pollers == 8
     finally:
         layer.close()
