@@ -115,6 +115,13 @@ class Agent:
         return self._pollers.polls if self._pollers is not None else 0
 
     @property
+    def pollers(self) -> PollerGroup:
+        """The poll loops (after start): how many run, how many ran at most."""
+        if self._pollers is None:
+            raise RuntimeError("the agent has not started")
+        return self._pollers
+
+    @property
     def draining(self) -> bool:
         """True from the moment the agent stops polling."""
         return self._draining.is_set()

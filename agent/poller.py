@@ -117,6 +117,12 @@ class PollerGroup:
         self._running: dict[asyncio.Task[None], Poller] = {}
         self._polls_of_ended = 0
         self._added = 0
+        self.most_loops = 0  # the most loops ever polling at once
+
+    @property
+    def loops(self) -> int:
+        """Poll loops running now."""
+        return len(self._running)
 
     @property
     def polls(self) -> int:
@@ -147,6 +153,7 @@ class PollerGroup:
         )
         task = asyncio.create_task(poller.run(), name=name)
         self._running[task] = poller
+        self.most_loops = max(self.most_loops, len(self._running))
         task.add_done_callback(self._ended)
         return task
 

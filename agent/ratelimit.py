@@ -23,8 +23,9 @@ DEFAULT_RATES_PER_S: Final[Mapping[str, float]] = {
     "UpdateItem": 100.0,
     "GetItem": 100.0,
     "PutLogEvents": 100.0,
-    # 50 per second per account (CloudWatch Logs): the tightest quota the agent meets.
-    "CreateLogStream": 5.0,
+    # 50 per second per account (CloudWatch Logs), the tightest quota the agent meets. Half
+    # of it: a job's final flush (and so its completion) waits for its stream.
+    "CreateLogStream": 25.0,
     "CreateLogGroup": 1.0,
 }
 

@@ -19,6 +19,9 @@ from typing import Any, TypeVar
 from cloud.tables import job_audit_spec
 
 T = TypeVar("T")
+# Where `python -m agent` is imported from: this checkout, or another one (`--agent-source`)
+# to measure a different version of the agent against the same yardsticks.
+AGENT_SOURCE = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 ROLE_ARN = "arn:aws:iam::123456789012:role/rsql-bench"
 # One job's task input, as the product's state machine builds it (docs/contracts.md).
@@ -247,7 +250,7 @@ class Workdir:
 def emulator(root: Path, poll_wait_s: float = 60.0) -> Iterator[dict[str, str]]:
     """A fresh emulator (moto + bridge + embedded PostgreSQL); yields its client env.
     Empty long polls last `poll_wait_s`, AWS's 60 s by default."""
-    from cloud.emulator import EmulatorProcess
+    from cloud.emulator.process import EmulatorProcess
 
     os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
     extra = {"RSQL_EMULATOR_POLL_WAIT_S": str(poll_wait_s)}
@@ -286,10 +289,14 @@ class AgentProcess:
 
 
 @contextmanager
-def agent(stack: Stack, work: Workdir, **settings: Any) -> Iterator[AgentProcess]:
-    """A real agent polling the stack's activity until the block ends (then SIGTERM)."""
+def agent(
+    stack: Stack, work: Workdir, endpoint_url: str | None = None, **settings: Any
+) -> Iterator[AgentProcess]:
+    """A real agent polling the stack's activity until the block ends (then SIGTERM); its
+    AWS calls go to `endpoint_url` if given (a `bench.counter.CallCounter`)."""
     env = {
         **stack.env,
+        "AWS_ENDPOINT_URL": endpoint_url or stack.env["AWS_ENDPOINT_URL"],
         **work.script_env(),
         "RSQL_AGENT_ACTIVITY_ARN": stack.activity_arn,
         "RSQL_AGENT_SCRIPT_DIR": str(work.scripts),
@@ -300,10 +307,11 @@ def agent(stack: Stack, work: Workdir, **settings: Any) -> Iterator[AgentProcess
         "RSQL_AGENT_INSTANCE_ID": "i-0bench00000000001",
     }
     env.update({f"RSQL_AGENT_{key.upper()}": str(value) for key, value in settings.items()})
-    log_path = work.root / "agent.log"
+    log_path = work.root / f"agent-{len(list(work.root.glob('agent-*.log')))}.log"
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "agent", "run"],
+            cwd=AGENT_SOURCE,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log_file,

@@ -1,249 +1,253 @@
-"""`make bench`: what the agent costs the host per job, against a bare launcher, same run.
+"""`make bench`: what the agent costs, each figure beside a baseline measured in the same run.
 
-On the local emulator it runs N trivial jobs (a two-line script) through a Map state machine
-and a real `rsql-agent run` child process, and reads the agent's own CPU time (user + system,
-its children excluded) from /proc before and after. The baseline, measured in the same run on
-the same machine, is the least any runner pays: this process starting the same script N times
-with `subprocess.run` and reading its output. Printed figures:
+Benchmarks (each on a fresh local emulator; see their modules):
 
-- agent CPU per job (ms) and the ratio against the bare launcher's CPU per job;
-- the agent's idle CPU over the same wall time (polling only), for scale;
-- jobs per second and the agent's peak RSS.
+- dispatch (`bench.dispatch`): silent jobs in one parallel stage; agent CPU per job against
+  the minimal reference worker (`bench.reference_worker`) and a bare `subprocess.run`
+  launcher, jobs per second, dispatch latency p50/p99;
+- idle, memory, logs (`bench.phases`): API calls and CPU with nothing queued, RSS idle and
+  with 64 jobs running, one job printing a million lines;
+- cost (`bench.cost`): state transitions and API calls per job through the real stack,
+  heartbeats per job-minute.
 
-The AWS sample's wrappers cost ~670 ms of host CPU per job (its published figure, not measured
-here). The emulator (moto) runs on the same cores: on a 2-core machine it competes with the
-agent, so wall-clock figures are pessimistic; CPU figures are the agent's own.
+It prints a table and then one JSON line with every figure. The emulator shares the machine's
+cores with the agent (and, on a shared machine, with whatever else runs): compare figures
+within one run, repeat runs, and read the load average printed with them. Exit 1 if a run
+failed or a correctness figure (lines received in order) is wrong; speed targets are reported,
+not enforced.
+
+    python -m bench.run                   # everything, ~6-9 minutes on 2 cores
+    python -m bench.run --only dispatch --rounds 3
+    python -m bench.run --agent-source /path/to/other/checkout   # measure another version
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cloud.tables import job_audit_spec
+from bench import common, cost, dispatch, phases
 
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
-SCRIPT = "bench_job.sh"
-SCRIPT_BODY = 'echo "job $RSQL_JOB_NAME starting"\necho "job done"\n'
-ROLE_ARN = "arn:aws:iam::123456789012:role/rsql-bench"
+PHASES = ("dispatch", "idle", "memory", "logs", "cost")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
-    parser.add_argument("--jobs", type=int, default=100, help="jobs to run (default 100)")
-    parser.add_argument("--concurrency", type=int, default=8, help="agent concurrency (default 8)")
-    options = parser.parse_args(argv)
-    os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
-    work = Path(tempfile.mkdtemp(prefix="rsql-bench-"))
-    try:
-        return _bench(work, options.jobs, options.concurrency)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def _bench(work: Path, jobs: int, concurrency: int) -> int:
-    from cloud.emulator.process import EmulatorProcess
-
-    script_dir = work / "scripts"
-    script_dir.mkdir()
-    (script_dir / SCRIPT).write_text(SCRIPT_BODY)
-
-    bare_ms = _bare_launcher_cpu_ms(script_dir / SCRIPT, jobs)
-
-    print(f"starting the emulator in {work} ...", flush=True)
-    with EmulatorProcess(work / "emulator") as emulator:
-        env = {**os.environ, **emulator.env}
-        clients = _Clients(env)
-        stack = _make_stack(clients, work.name[-8:].replace("_", "-"))
-        agent_env = {
-            **env,
-            "RSQL_AGENT_ACTIVITY_ARN": stack["activity_arn"],
-            "RSQL_AGENT_SCRIPT_DIR": str(script_dir),
-            "RSQL_AGENT_LOG_DIR": str(work / "logs"),
-            "RSQL_AGENT_STATE_DIR": str(work / "state"),
-            "RSQL_AGENT_JOB_AUDIT_TABLE": stack["table"],
-            "RSQL_AGENT_LOG_GROUP": stack["log_group"],
-            "RSQL_AGENT_CONCURRENCY": str(concurrency),
-        }
-        agent_log = work / "agent.log"
-        with open(agent_log, "wb") as log_file:
-            agent = subprocess.Popen(
-                [sys.executable, "-m", "agent", "run"],
-                env=agent_env,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
-            try:
-                _wait(lambda: b"agent_started" in agent_log.read_bytes(), 60, "the agent to start")
-                figures = _measure(clients, stack, agent.pid, jobs)
-            finally:
-                agent.send_signal(signal.SIGTERM)
-                agent.wait(60)
-    _report(jobs, concurrency, bare_ms, figures)
-    return 0 if figures["status"] == "SUCCEEDED" else 1
-
-
-def _bare_launcher_cpu_ms(script: Path, jobs: int) -> float:
-    """CPU of this process per `subprocess.run` of the script (children excluded)."""
-    before = resource.getrusage(resource.RUSAGE_SELF)
-    for _ in range(jobs):
-        subprocess.run(
-            ["/bin/bash", str(script)],
-            env={**os.environ, "RSQL_JOB_NAME": SCRIPT},
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            check=True,
-        )
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    spent = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return spent * 1000 / jobs
-
-
-def _measure(clients: _Clients, stack: dict[str, str], pid: int, jobs: int) -> dict[str, Any]:
-    # Idle: the pollers long-polling an empty activity, over a fixed window.
-    idle_window_s = 3.0
-    idle_before = _cpu_s(pid)
-    time.sleep(idle_window_s)  # a measurement window, not a synchronisation
-    idle_cpu_per_s = (_cpu_s(pid) - idle_before) / idle_window_s
-
-    items = [
-        {
-            "workflow_id": "bench",
-            "workflow_execution_id": f"bench-{i}",
-            "stage_index": 0,
-            "job_name": SCRIPT,
-            "args": [],
-            "timeout_seconds": 300,
-            "heartbeat_seconds": 60,
-            "restart_of": "",
-        }
-        for i in range(jobs)
-    ]
-    cpu_before = _cpu_s(pid)
+    options = _parser().parse_args(argv)
+    if options.agent_source:
+        common.AGENT_SOURCE = Path(options.agent_source).resolve()
+    root = Path(tempfile.mkdtemp(prefix="rsql-bench-"))
     started = time.monotonic()
-    arn = clients.sfn.start_execution(
-        stateMachineArn=stack["state_machine_arn"], input=json.dumps({"jobs": items})
-    )["executionArn"]
-
-    def ended() -> str | None:
-        status = clients.sfn.describe_execution(executionArn=arn)["status"]
-        return None if status == "RUNNING" else str(status)
-
-    status = _wait(ended, 600, "the bench execution to end")
-    wall_s = time.monotonic() - started
-    cpu_s = _cpu_s(pid) - cpu_before
-    return {
-        "status": status,
-        "wall_s": wall_s,
-        "cpu_ms_per_job": cpu_s * 1000 / jobs,
-        "idle_cpu_ms_per_s": idle_cpu_per_s * 1000,
-        "peak_rss_mb": _peak_rss_mb(pid),
-    }
-
-
-def _report(jobs: int, concurrency: int, bare_ms: float, figures: dict[str, Any]) -> None:
-    per_job = figures["cpu_ms_per_job"]
+    results: dict[str, Any] = {"load_before": common.load_average()}
+    try:
+        results.update(_run(root, options))
+    finally:
+        if not options.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    results["load_after"] = common.load_average()
+    results["duration_s"] = round(time.monotonic() - started, 1)
+    results["agent_source"] = str(common.AGENT_SOURCE)
     print()
-    print(f"jobs: {jobs} (concurrency {concurrency}), execution {figures['status']}")
-    print(f"wall time: {figures['wall_s']:.1f} s ({jobs / figures['wall_s']:.1f} jobs/s)")
-    print(f"bare launcher CPU per job (baseline):  {bare_ms:8.2f} ms")
-    print(f"agent CPU per job:                     {per_job:8.2f} ms")
-    print(f"ratio agent / bare launcher:           {per_job / bare_ms:8.1f} x")
-    print(f"agent idle CPU while polling:          {figures['idle_cpu_ms_per_s']:8.2f} ms/s")
-    print(f"agent peak RSS:                        {figures['peak_rss_mb']:8.1f} MB")
-    print("AWS sample wrappers (published figure): ~670 ms CPU per job")
+    print(render_table(results))
+    print(json.dumps(_rounded(results), separators=(",", ":")))
+    return 0 if _correct(results) else 1
 
 
-def _cpu_s(pid: int) -> float:
-    """utime + stime of `pid` itself, in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
-
-
-def _peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _wait(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.05)
-
-
-class _Clients:
-    def __init__(self, env: dict[str, str]) -> None:
-        import boto3
-
-        session = boto3.session.Session(
-            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-            region_name=env["AWS_REGION"],
-        )
-        url = env["AWS_ENDPOINT_URL"]
-        self.sfn: Any = session.client("stepfunctions", endpoint_url=url)
-        self.ddb: Any = session.client("dynamodb", endpoint_url=url)
-        self.logs: Any = session.client("logs", endpoint_url=url)
-
-
-def _make_stack(clients: _Clients, uid: str) -> dict[str, str]:
-    activity_arn = clients.sfn.create_activity(name=f"bench-{uid}")["activityArn"]
-    definition = {
-        "StartAt": "Each",
-        "States": {
-            "Each": {
-                "Type": "Map",
-                "ItemsPath": "$.jobs",
-                "MaxConcurrency": 0,
-                "ItemProcessor": {
-                    "ProcessorConfig": {"Mode": "INLINE"},
-                    "StartAt": "Run",
-                    "States": {
-                        "Run": {
-                            "Type": "Task",
-                            "Resource": activity_arn,
-                            "TimeoutSeconds": 300,
-                            "HeartbeatSeconds": 60,
-                            "End": True,
-                        }
-                    },
-                },
-                "End": True,
-            }
-        },
-    }
-    machine = clients.sfn.create_state_machine(
-        name=f"bench-{uid}", definition=json.dumps(definition), roleArn=ROLE_ARN
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.run",
+        description=__doc__.split("\n\n")[0],
+        epilog="example:\n  python -m bench.run --only dispatch,logs --rounds 2",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    table = f"bench-{uid}-job-audit"
-    clients.ddb.create_table(**job_audit_spec(table).create_params(tags=[]))
-    log_group = f"/bench/{uid}/jobs"
-    clients.logs.create_log_group(logGroupName=log_group)
-    return {
-        "activity_arn": activity_arn,
-        "state_machine_arn": machine["stateMachineArn"],
-        "table": table,
-        "log_group": log_group,
-    }
+    parser.add_argument("--only", default=",".join(PHASES), help="benchmarks to run (comma list)")
+    parser.add_argument("--jobs", type=int, default=500, help="dispatch: jobs (default 500)")
+    parser.add_argument("--concurrency", type=int, default=32, help="dispatch: slots (32)")
+    parser.add_argument("--rounds", type=int, default=1, help="dispatch: repeat, report ranges")
+    parser.add_argument("--log-lines", type=int, default=1_000_000, help="logs: lines printed")
+    parser.add_argument("--idle-window", type=float, default=60.0, help="idle: seconds watched")
+    parser.add_argument("--cost-job-s", type=float, default=cost.JOB_S, help="cost: job length")
+    parser.add_argument("--agent-source", help="checkout to import the agent from")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    return parser
+
+
+def _run(root: Path, options: argparse.Namespace) -> dict[str, Any]:
+    only = set(options.only.split(","))
+    unknown = only - set(PHASES)
+    if unknown:
+        raise SystemExit(f"bench: unknown benchmark(s): {', '.join(sorted(unknown))}")
+    results: dict[str, Any] = {}
+    if "dispatch" in only:
+        results["dispatch"] = _dispatch(root / "dispatch", options)
+    wanted = only & {"idle", "memory", "logs"}
+    if wanted:
+        results.update(
+            phases.run_all(root / "phases", options.idle_window, options.log_lines, wanted)
+        )
+    if "cost" in only:
+        print("cost ...", flush=True)
+        results["cost"] = cost.run(root / "cost", options.cost_job_s)
+    return results
+
+
+def _dispatch(root: Path, options: argparse.Namespace) -> dict[str, Any]:
+    jobs, slots = options.jobs, options.concurrency
+    bare_ms = dispatch.bare_launcher_cpu_ms(common.Workdir(root / "bare"), jobs)
+    rounds: dict[str, list[dict[str, Any]]] = {"reference": [], "agent": []}
+    for number in range(options.rounds):
+        # Alternate which goes first, so neither always meets the machine in the same state.
+        order = ["reference", "agent"] if number % 2 == 0 else ["agent", "reference"]
+        for name in order:
+            print(f"dispatch round {number + 1}: {name} ...", flush=True)
+            runner = dispatch.run_reference if name == "reference" else dispatch.run_agent
+            rounds[name].append(runner(root / f"{name}-{number}", jobs, slots).as_dict())
+    return {"jobs": jobs, "concurrency": slots, "bare_cpu_ms_per_job": bare_ms, **rounds}
+
+
+def _correct(results: dict[str, Any]) -> bool:
+    statuses = [
+        run["status"]
+        for name in ("reference", "agent")
+        for run in results.get("dispatch", {}).get(name, [])
+    ]
+    statuses += [results[name]["status"] for name in ("memory", "logs") if name in results]
+    logs = results.get("logs")
+    lines_ok = logs is None or (
+        logs["in_order"] and logs["lines_received"] == logs["lines_printed"]
+    )
+    return lines_ok and all(status == "SUCCEEDED" for status in statuses)
+
+
+def _span(values: list[float], fmt: str) -> str:
+    low, high = min(values), max(values)
+    return format(low, fmt) if low == high or len(values) == 1 else f"{low:{fmt}}-{high:{fmt}}"
+
+
+def render_table(results: dict[str, Any]) -> str:
+    """The figures as a Markdown table: figure | measured | baseline (same run) | target."""
+    rows: list[tuple[str, str, str, str]] = []
+    if "dispatch" in results:
+        rows += _dispatch_rows(results["dispatch"])
+    if "logs" in results:
+        logs = results["logs"]
+        rows += [
+            (
+                "CloudWatch lines received / printed, in order",
+                f"{logs['lines_received']:,} / {logs['lines_printed']:,}, "
+                f"{'in order' if logs['in_order'] else 'NOT in order'}",
+                "1.0",
+                "exactly 1.0",
+            ),
+            (
+                "script wall under the agent / piped to a file",
+                f"{logs['wall_under_agent_s']:.2f} s / {logs['wall_piped_s']:.2f} s = "
+                f"{logs['wall_under_agent_s'] / logs['wall_piped_s']:.1f}x",
+                "`| cat > file`",
+                "<= 1.5x",
+            ),
+            (
+                "agent CPU per 1M lines shipped",
+                f"{logs['cpu_s_per_million']:.1f} s",
+                f"cat: {logs['cat_cpu_s_per_million']:.2f} s",
+                "<= 3 s",
+            ),
+            ("agent RSS growth while shipping", f"{logs['rss_growth_mb']:.1f} MB", "0", "flat"),
+        ]
+    if "memory" in results:
+        memory = results["memory"]
+        rows.append(
+            (
+                "agent RSS idle / with 64 jobs running",
+                f"{memory['idle_mb']:.0f} / {memory['running_mb']:.0f} MB "
+                f"({memory['jobs_running']} running)",
+                "AWS sample: 2 x ~54 MB per job",
+                "<= 70 / <= 100 MB",
+            )
+        )
+    if "idle" in results:
+        idle = results["idle"]
+        rows.append(
+            (
+                "idle API calls per minute / agent CPU",
+                f"{idle['api_calls_per_min']:.1f} / {idle['cpu_ms_per_s']:.2f} ms/s",
+                f"pollers: {idle['pollers']}",
+                "<= pollers",
+            )
+        )
+    if "cost" in results:
+        c = results["cost"]
+        rows += [
+            (
+                "state transitions per job",
+                f"{c['transitions_per_job']:.2f}",
+                f"{c['transitions_each_job_adds']:.0f} a job + {c['transitions_per_run']} a run",
+                "n/a",
+            ),
+            (
+                "heartbeat calls per job-minute",
+                f"{c['heartbeats_per_job_minute']:.1f}",
+                "3 (a beat every 20 s)",
+                "n/a",
+            ),
+        ]
+    lines = ["| figure | measured | baseline (same run) | target |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    lines.append(
+        f"load average {results['load_before']:.1f} before, "
+        f"{results.get('load_after', float('nan')):.1f} after (2 cores)"
+    )
+    return "\n".join(lines)
+
+
+def _dispatch_rows(d: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    agent, ref = d["agent"], d["reference"]
+    cpu_ratio = [a["cpu_ms_per_job"] / r["cpu_ms_per_job"] for a, r in zip(agent, ref, strict=True)]
+    rate_ratio = [a["jobs_per_s"] / r["jobs_per_s"] for a, r in zip(agent, ref, strict=True)]
+    label = f"{d['jobs']} silent jobs at concurrency {d['concurrency']}"
+    return [
+        (
+            f"agent CPU per job / reference worker ({label})",
+            f"{_span([a['cpu_ms_per_job'] for a in agent], '.2f')} ms = {_span(cpu_ratio, '.2f')}x",
+            f"{_span([r['cpu_ms_per_job'] for r in ref], '.2f')} ms",
+            "<= 1.5x",
+        ),
+        (
+            "agent CPU per job / bare launcher",
+            f"{_span([a['cpu_ms_per_job'] / d['bare_cpu_ms_per_job'] for a in agent], '.1f')}x",
+            f"{d['bare_cpu_ms_per_job']:.2f} ms",
+            "n/a",
+        ),
+        (
+            "jobs/s / reference worker",
+            f"{_span([a['jobs_per_s'] for a in agent], '.1f')} = {_span(rate_ratio, '.2f')}x",
+            f"{_span([r['jobs_per_s'] for r in ref], '.1f')}",
+            ">= 0.8x",
+        ),
+        (
+            "dispatch latency p50 / p99",
+            f"{_span([a['latency_p50_ms'] for a in agent], '.0f')} / "
+            f"{_span([a['latency_p99_ms'] for a in agent], '.0f')} ms",
+            f"reference: {_span([r['latency_p50_ms'] for r in ref], '.0f')} / "
+            f"{_span([r['latency_p99_ms'] for r in ref], '.0f')} ms",
+            "<= 30 / <= 150 ms",
+        ),
+    ]
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 3)
+    if isinstance(value, dict):
+        return {key: _rounded(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_rounded(item) for item in value]
+    return value
 
 
 if __name__ == "__main__":
