@@ -35,6 +35,11 @@ class CallCounter:
         with self._lock:
             return Counter(api for moment, api in self._calls if since <= moment < until)
 
+    def first(self, api: str) -> float | None:
+        """When the first call to `api` was sent (`time.monotonic()`), if one was."""
+        with self._lock:
+            return next((moment for moment, name in self._calls if name == api), None)
+
     def close(self) -> None:
         self._listener.close()
 

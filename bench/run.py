@@ -16,7 +16,7 @@ within one run, repeat runs, and read the load average printed with them. Exit 1
 failed or a correctness figure (lines received in order) is wrong; speed targets are reported,
 not enforced.
 
-    python -m bench.run                   # everything, ~6-9 minutes on 2 cores
+    python -m bench.run                   # everything, ~7-9 minutes on 2 cores
     python -m bench.run --only dispatch --rounds 3
     python -m bench.run --agent-source /path/to/other/checkout   # measure another version
 """
@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--concurrency", type=int, default=32, help="dispatch: slots (32)")
     parser.add_argument("--rounds", type=int, default=1, help="dispatch: repeat, report ranges")
     parser.add_argument("--log-lines", type=int, default=1_000_000, help="logs: lines printed")
-    parser.add_argument("--idle-window", type=float, default=60.0, help="idle: seconds watched")
+    parser.add_argument("--idle-window", type=float, default=120.0, help="idle: seconds watched")
     parser.add_argument("--cost-job-s", type=float, default=cost.JOB_S, help="cost: job length")
     parser.add_argument("--agent-source", help="checkout to import the agent from")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -139,7 +139,8 @@ def render_table(results: dict[str, Any]) -> str:
         rows += [
             (
                 "CloudWatch lines received / printed, in order",
-                f"{logs['lines_received']:,} / {logs['lines_printed']:,}, "
+                f"{logs['lines_received']:,} / {logs['lines_printed']:,} = "
+                f"{logs['lines_received'] / logs['lines_printed']:.2f}, "
                 f"{'in order' if logs['in_order'] else 'NOT in order'}",
                 "1.0",
                 "exactly 1.0",
