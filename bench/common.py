@@ -248,14 +248,15 @@ class Workdir:
 
 @contextmanager
 def emulator(root: Path, poll_wait_s: float = 60.0) -> Iterator[dict[str, str]]:
-    """A fresh emulator (moto + bridge + embedded PostgreSQL); yields its client env.
-    Empty long polls last `poll_wait_s`, AWS's 60 s by default."""
+    """A fresh emulator (moto + bridge + embedded PostgreSQL); yields its client env, with
+    its process id as EMULATOR_PID. Empty long polls last `poll_wait_s`, AWS's 60 s by
+    default."""
     from cloud.emulator.process import EmulatorProcess
 
     os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
     extra = {"RSQL_EMULATOR_POLL_WAIT_S": str(poll_wait_s)}
     with EmulatorProcess(root, extra_env=extra) as process:
-        yield {**os.environ, **process.env}
+        yield {**os.environ, **process.env, "EMULATOR_PID": str(process.pid)}
 
 
 @dataclass

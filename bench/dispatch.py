@@ -8,7 +8,10 @@ is the worker's, not time spent queueing behind busy slots. Figures per worker:
 - CPU per job: the worker process's own utime + stime (children excluded) over the run;
 - jobs per second: jobs / (StartExecution to the execution's end);
 - dispatch latency: from the `ActivityScheduled` history event of a task to the first
-  instruction of its script (the script records `$EPOCHREALTIME`), p50 and p99.
+  instruction of its script (the script records `$EPOCHREALTIME`), p50 and p99;
+- the emulator's CPU per job: it serves every call on the same cores, so a worker that makes
+  more calls per job gets fewer jobs through it (the agent's audit writes are moto's
+  DynamoDB), whatever its own CPU.
 
 The third yardstick, the bare launcher, is this process starting the same script with
 `subprocess.run` once per job: the CPU that no runner can avoid.
@@ -39,6 +42,7 @@ class WorkerRun:
     jobs_per_s: float
     latency_p50_ms: float
     latency_p99_ms: float
+    emulator_cpu_ms_per_job: float
     status: str
 
     def as_dict(self) -> dict[str, Any]:
@@ -123,18 +127,22 @@ def _measure(
     stack: common.Stack, work: common.Workdir, pid: int, jobs: int, prefix: str
 ) -> WorkerRun:
     inputs = common.job_inputs(jobs, prefix, lambda i: ["silent", f"{prefix}-{i}"])
+    emulator_pid = int(stack.env["EMULATOR_PID"])
+    emulator_before = common.cpu_s(emulator_pid)
     cpu_before = common.cpu_s(pid)
     started = time.monotonic()
     execution = stack.start(inputs)
     status = stack.wait(execution, 600)
     wall_s = time.monotonic() - started
     cpu_spent_s = common.cpu_s(pid) - cpu_before
+    emulator_spent_s = common.cpu_s(emulator_pid) - emulator_before
     latencies = _latencies_ms(stack.history(execution), work.records(work.starts))
     return WorkerRun(
         cpu_ms_per_job=cpu_spent_s * 1000 / jobs,
         jobs_per_s=jobs / wall_s,
         latency_p50_ms=common.percentile(latencies, 0.50),
         latency_p99_ms=common.percentile(latencies, 0.99),
+        emulator_cpu_ms_per_job=emulator_spent_s * 1000 / jobs,
         status=status,
     )
 

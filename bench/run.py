@@ -231,6 +231,12 @@ def _dispatch_rows(d: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             ">= 0.8x",
         ),
         (
+            "emulator CPU per job (serving the worker's calls)",
+            f"{_span([a['emulator_cpu_ms_per_job'] for a in agent], '.1f')} ms",
+            f"reference: {_span([r['emulator_cpu_ms_per_job'] for r in ref], '.1f')} ms",
+            "n/a",
+        ),
+        (
             "dispatch latency p50 / p99",
             f"{_span([a['latency_p50_ms'] for a in agent], '.0f')} / "
             f"{_span([a['latency_p99_ms'] for a in agent], '.0f')} ms",
