@@ -65,6 +65,9 @@ class Config:
     MAX_PARALLEL: Final = "max_parallel"
     TIMEOUT_SECONDS: Final = "timeout_seconds"
     HEARTBEAT_SECONDS: Final = "heartbeat_seconds"
+    # Optional: {"expression", "timezone", "enabled"}; `workflow put` keeps an EventBridge
+    # Scheduler schedule of the same name in step with it. The state machine ignores it.
+    SCHEDULE: Final = "schedule"
     # Written by `workflow put` so the state machine can copy the flat job list into the
     # workflow audit row without flattening lists in ASL.
     RSQL_JOBS: Final = "rsql_jobs"

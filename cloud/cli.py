@@ -196,7 +196,8 @@ def _add_workflow(commands: Any) -> None:
         verbs,
         "put",
         handlers.put,
-        "validate a workflow config file (the AWS sample's item as JSON) and store it",
+        "validate a workflow config file (the AWS sample's item as JSON) and store it; "
+        "create, update or delete its schedule to match",
         "rsql-cloud workflow put rsql_scripts/blog_test_workflow.json",
     )
     put.add_argument("file", type=Path, metavar="FILE.json")
@@ -213,6 +214,14 @@ def _add_workflow(commands: Any) -> None:
     _add_logs(verbs)
     _add_report(verbs)
     _add_history(verbs)
+    listing = _command(
+        verbs,
+        "list",
+        handlers.list_workflows,
+        "list every workflow with its schedule, next run, and last run's status and time",
+        "rsql-cloud workflow list --json",
+    )
+    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
 def _add_start(verbs: Any) -> None:

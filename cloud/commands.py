@@ -95,8 +95,9 @@ def destroy(args: argparse.Namespace) -> int:
 
 
 def put(args: argparse.Namespace) -> int:
-    """`workflow put`: validate a config file and store it."""
+    """`workflow put`: validate a config file, store it, keep its schedule in step."""
     from cloud.runs import put_workflow
+    from cloud.workflow_schedules import sync_schedule
 
     stack = _stack(args)
     result = put_workflow(stack, args.file)
@@ -106,6 +107,13 @@ def put(args: argparse.Namespace) -> int:
         f"{verb} workflow {workflow.workflow_id} ({len(workflow.workflow_stages)} stages, "
         f"{len(workflow.job_names)} jobs) in table {stack.names.config_table}."
     )
+    change = sync_schedule(stack, workflow)
+    if change is not None:
+        timezone = f" ({workflow.schedule.timezone})" if workflow.schedule else ""
+        print(
+            f"{change.change.capitalize()} schedule {change.name} {change.expression}{timezone} "
+            f"in group {stack.names.schedule_group}."
+        )
     if result.running_execution_id:
         _stderr(
             f"note: workflow {workflow.workflow_id} is running as execution "
@@ -123,7 +131,25 @@ def validate(args: argparse.Namespace) -> int:
         f"{args.file}: valid workflow {workflow.workflow_id} ({len(workflow.workflow_stages)} "
         f"stages, {len(workflow.job_names)} jobs)"
     )
+    if workflow.schedule is not None:
+        print(f"  schedule: {_schedule_summary(workflow)}")
     return 0
+
+
+def _schedule_summary(workflow: Workflow) -> str:
+    """`cron(0 2 * * ? *) in Europe/Berlin, next run 2026-11-29T01:00:00Z`."""
+    import datetime as dt
+
+    from cloud import schedule_expressions
+
+    schedule = workflow.schedule
+    assert schedule is not None
+    expression = schedule_expressions.parse(schedule.expression)
+    now = dt.datetime.now(dt.UTC)
+    moment = schedule_expressions.next_run(expression, schedule.timezone, now, start=now)
+    following = moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else "none (it is in the past)"
+    state = "" if schedule.enabled else " (disabled)"
+    return f"{schedule.expression} in {schedule.timezone}{state}, next run {following}"
 
 
 def start(args: argparse.Namespace) -> int:
@@ -181,6 +207,21 @@ def status(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_dict(), indent=2, default=str))
     else:
         for line in status_lines(report):
+            print(line)
+    return 0
+
+
+def list_workflows(args: argparse.Namespace) -> int:
+    """`workflow list`: every workflow, its schedule and next run, its last run."""
+    from cloud.listing import list_lines, list_workflows
+
+    workflows = list_workflows(_stack(args))
+    if args.json:
+        print(json.dumps([line.to_dict() for line in workflows], indent=2))
+    elif not workflows:
+        print("No workflows: put one with `rsql-cloud workflow put FILE.json`.")
+    else:
+        for line in list_lines(workflows):
             print(line)
     return 0
 

@@ -3,10 +3,11 @@
 A workflow file is the sample's item as plain JSON: the AWS sample's config item is accepted as
 it is (`tests/data/aws_sample_blog_test_workflow.json`). Optional: per stage `max_parallel`
 (0 = unlimited) and `timeout_seconds`, per workflow `heartbeat_seconds`, `legacy_args` (a stage
-may override it) and `variables` (`${NAME}` values for `.sql` jobs). Every mistake is reported
-with where it is (`workflow_stages[1].execution_type: must be 'sequential' or 'parallel', got
-'paralel'`), all of them at once, and unknown fields are errors: a typo in an optional field
-must not silently fall back to the default.
+may override it), `variables` (`${NAME}` values for `.sql` jobs) and `schedule` (an EventBridge
+Scheduler expression that starts the workflow by itself). Every mistake is reported with where
+it is (`workflow_stages[1].execution_type: must be 'sequential' or 'parallel', got 'paralel'`),
+all of them at once, and unknown fields are errors: a typo in an optional field must not
+silently fall back to the default.
 
 `Workflow.to_item()` is the DynamoDB item the state machine reads: native types, every default
 filled in (the state machine reads `max_parallel`, `timeout_seconds`, `heartbeat_seconds` and
@@ -34,6 +35,7 @@ from pydantic_core import ErrorDetails
 
 from agent import items
 from agent.schema import Config as C
+from cloud import schedule_expressions
 from cloud.aws import CloudError
 
 DEFAULT_TIMEOUT_SECONDS: Final = 86_400
@@ -97,9 +99,21 @@ def _check_variable_name(name: str) -> str:
     return name
 
 
+def _check_expression(text: str) -> str:
+    schedule_expressions.parse(text)  # ExpressionError is a ValueError: pydantic reports it
+    return text
+
+
+def _check_timezone(name: str) -> str:
+    schedule_expressions.check_timezone(name)
+    return name
+
+
 JobName = Annotated[str, AfterValidator(_check_job_name)]
 VariableName = Annotated[str, AfterValidator(_check_variable_name)]
 WorkflowId = Annotated[str, AfterValidator(_check_workflow_id)]
+ScheduleExpression = Annotated[str, AfterValidator(_check_expression)]
+TimeZone = Annotated[str, AfterValidator(_check_timezone)]
 
 
 class _Model(BaseModel):
@@ -122,6 +136,14 @@ class Stage(_Model):
         return self.execution_flag == "y"
 
 
+class Schedule(_Model):
+    """When EventBridge Scheduler starts the workflow (`workflow put` keeps the schedule)."""
+
+    expression: ScheduleExpression
+    timezone: TimeZone = "UTC"
+    enabled: bool = True
+
+
 class Workflow(_Model):
     workflow_id: WorkflowId
     workflow_description: str = ""
@@ -129,6 +151,7 @@ class Workflow(_Model):
     heartbeat_seconds: int = Field(default=DEFAULT_HEARTBEAT_SECONDS, ge=1, le=MAX_TIMEOUT_SECONDS)
     legacy_args: bool = False
     variables: dict[VariableName, str] = Field(default_factory=dict)
+    schedule: Schedule | None = None
 
     @property
     def job_names(self) -> list[str]:
@@ -239,10 +262,13 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 # -- pydantic's errors, said the way an operator reads them --------------------------------------
 
-_FIELDS: Final = sorted(set(Workflow.model_fields) | set(Stage.model_fields))
+_FIELDS: Final = sorted(
+    set(Workflow.model_fields) | set(Stage.model_fields) | set(Schedule.model_fields)
+)
 _TYPE_WORDS: Final = {
     "string_type": "a string",
     "int_type": "an integer",
+    "bool_type": "true or false",
     "list_type": "a list",
     "dict_type": "an object",
     "model_type": "an object",

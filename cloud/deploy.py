@@ -37,6 +37,7 @@ from cloud.resources import (
     Table,
     Topic,
 )
+from cloud.resources_scheduling import Queue, ScheduleGroup
 from cloud.statemachine import render_definition
 
 STACK_TAG: Final = "rsql:stack"
@@ -79,8 +80,24 @@ class DesiredStack:
             LogGroup(self, names.log_group),
             LogGroup(self, names.metrics_log_group, METRICS_LOG_RETENTION_DAYS),
             Topic(self, names.topic),
-            Role(self, names.state_machine_role),
+            Role(
+                self,
+                names.state_machine_role,
+                trust=iam.trust_policy(),
+                policies={iam.STATE_MACHINE_POLICY_NAME: self.role_policy},
+                description=f"Assumed by the {names.state_machine} state machine",
+            ),
             StateMachine(self, names.state_machine),
+            # Workflow schedules (`workflow put` keeps one per scheduled workflow).
+            Queue(self, names.schedule_dlq),
+            Role(
+                self,
+                names.scheduler_role,
+                trust=iam.trust_policy(iam.SCHEDULER_PRINCIPAL, self.account),
+                policies={iam.SCHEDULER_POLICY_NAME: self.scheduler_policy},
+                description=f"Assumed by EventBridge Scheduler to start {names.state_machine}",
+            ),
+            ScheduleGroup(self, names.schedule_group),
         ]
 
     @property
@@ -97,7 +114,19 @@ class DesiredStack:
 
     @property
     def state_machine_arn(self) -> str:
-        return self.account.arn("states", f"stateMachine:{self.names.state_machine}")
+        return iam.state_machine_arn(self.account, self.names)
+
+    @property
+    def scheduler_role_arn(self) -> str:
+        return self.account.arn("iam", f"role/{self.names.scheduler_role}", regional=False)
+
+    @property
+    def schedule_dlq_arn(self) -> str:
+        return iam.queue_arn(self.account, self.names.schedule_dlq)
+
+    @property
+    def scheduler_policy(self) -> dict[str, Any]:
+        return iam.scheduler_policy(self.names, self.account)
 
     @functools.cached_property
     def definition(self) -> str:

@@ -20,7 +20,12 @@ from cloud.names import StackNames
 
 POLICY_VERSION: Final = "2012-10-17"
 STATE_MACHINE_POLICY_NAME: Final = "rsql-workflow-access"
+SCHEDULER_POLICY_NAME: Final = "rsql-start-workflow"
+AGENT_POLICY_NAME: Final = "rsql-agent"
+AGENT_BOOTSTRAP_POLICY_NAME: Final = "rsql-agent-bootstrap"
 STATES_PRINCIPAL: Final = "states.amazonaws.com"
+SCHEDULER_PRINCIPAL: Final = "scheduler.amazonaws.com"
+EC2_PRINCIPAL: Final = "ec2.amazonaws.com"
 _DYNAMODB_TASK_RE: Final = re.compile(
     r"^arn:[a-z-]+:states:::dynamodb:(getItem|putItem|updateItem|deleteItem)$"
 )
@@ -32,18 +37,19 @@ class PolicyError(CloudError):
     """The definition uses a resource the least-privilege rules here do not cover."""
 
 
-def trust_policy() -> dict[str, Any]:
-    """Only Step Functions may assume the state machine's role."""
-    return {
-        "Version": POLICY_VERSION,
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"Service": STATES_PRINCIPAL},
-                "Action": "sts:AssumeRole",
-            }
-        ],
+def trust_policy(
+    principal: str = STATES_PRINCIPAL, account: Account | None = None
+) -> dict[str, Any]:
+    """Only `principal` (Step Functions unless said) may assume the role; with `account`, only
+    on behalf of that account (the confused-deputy guard AWS recommends for Scheduler)."""
+    statement: dict[str, Any] = {
+        "Effect": "Allow",
+        "Principal": {"Service": principal},
+        "Action": "sts:AssumeRole",
     }
+    if account is not None:
+        statement["Condition"] = {"StringEquals": {"aws:SourceAccount": account.account_id}}
+    return {"Version": POLICY_VERSION, "Statement": [statement]}
 
 
 def table_arn(account: Account, table: str) -> str:
@@ -71,6 +77,57 @@ def autoscaling_group_arn(account: Account, names: StackNames) -> str:
     return account.arn(
         "autoscaling", f"autoScalingGroup:*:autoScalingGroupName/{names.autoscaling_group}"
     )
+
+
+def state_machine_arn(account: Account, names: StackNames) -> str:
+    return account.arn("states", f"stateMachine:{names.state_machine}")
+
+
+def queue_arn(account: Account, queue: str) -> str:
+    return account.arn("sqs", queue)
+
+
+def scheduler_policy(names: StackNames, account: Account) -> dict[str, Any]:
+    """What EventBridge Scheduler needs to start the workflow: StartExecution on the one state
+    machine, and SendMessage on the dead-letter queue for the starts it gave up on."""
+    return {
+        "Version": POLICY_VERSION,
+        "Statement": [
+            _allow(
+                "StartWorkflow",
+                {"states:StartExecution"},
+                [state_machine_arn(account, names)],
+            ),
+            _allow(
+                "DeadLetters",
+                {"sqs:SendMessage"},
+                [queue_arn(account, names.schedule_dlq)],
+            ),
+        ],
+    }
+
+
+def bootstrap_policy(s3_sources: list[str], account: Account) -> dict[str, Any] | None:
+    """Reads a fleet host makes once, at boot: the agent's wheel and the scripts, where they come
+    from S3 (`s3://bucket/key` or `s3://bucket/prefix/`); None when nothing comes from S3."""
+    objects: set[str] = set()
+    buckets: dict[str, set[str]] = {}
+    for source in s3_sources:
+        bucket, _, key = source.removeprefix("s3://").partition("/")
+        arn = f"arn:{account.partition}:s3:::{bucket}"
+        if not key or key.endswith("/"):
+            objects.add(f"{arn}/{key}*")
+            buckets.setdefault(arn, set()).add(f"{key}*")
+        else:
+            objects.add(f"{arn}/{key}")
+    if not objects:
+        return None
+    statements = [_allow("ReadAtBoot", {"s3:GetObject"}, sorted(objects))]
+    for number, (arn, prefixes) in enumerate(sorted(buckets.items()), start=1):
+        statement = _allow(f"ListAtBoot{number}", {"s3:ListBucket"}, [arn])
+        statement["Condition"] = {"StringLike": {"s3:prefix": sorted(prefixes)}}
+        statements.append(statement)
+    return {"Version": POLICY_VERSION, "Statement": statements}
 
 
 def secret_arn_pattern(account: Account, secret_id: str) -> str:

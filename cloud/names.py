@@ -64,6 +64,45 @@ class StackNames:
         return f"{self.stack_name}-drain"
 
     @property
+    def agent_role(self) -> str:
+        """IAM role (and instance profile) of the fleet's hosts."""
+        return f"{self.stack_name}-agent-role"
+
+    @property
+    def launch_template(self) -> str:
+        return f"{self.stack_name}-agents"
+
+    def scaling_policy(self, direction: str) -> str:
+        """`<stack>-agents-scale-out` / `-scale-in`; also the name of the alarm driving it."""
+        return f"{self.stack_name}-agents-scale-{direction}"
+
+    @property
+    def schedule_group(self) -> str:
+        """EventBridge Scheduler group: one schedule per workflow, named after the workflow."""
+        return f"{self.stack_name}-schedules"
+
+    @property
+    def scheduler_role(self) -> str:
+        return f"{self.stack_name}-scheduler-role"
+
+    @property
+    def schedule_dlq(self) -> str:
+        """SQS queue where the scheduler puts the starts it could not make."""
+        return f"{self.stack_name}-schedule-dlq"
+
+    @property
+    def alarm_topic(self) -> str:
+        """SNS topic the alarms notify (`deploy --alarms EMAIL`)."""
+        return f"{self.stack_name}-alarms"
+
+    def alarm(self, what: str) -> str:
+        return f"{self.stack_name}-{what}"
+
+    @property
+    def dashboard(self) -> str:
+        return self.stack_name
+
+    @property
     def topic(self) -> str:
         return f"{self.stack_name}-notifications"
 

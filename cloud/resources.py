@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
-from cloud import iam, tables
+from cloud import tables
 from cloud.aws import CloudError
 from cloud.remote import RemoteState, parsed
 
@@ -31,6 +31,8 @@ STATE_MACHINE_TYPE: Final = "STANDARD"
 _ROLE_PROPAGATION_CODES: Final = frozenset({"AccessDeniedException", "InvalidArn"})
 _STATE_MACHINE_DELETING: Final = "StateMachineDeleting"
 _DELETING: Final = "DELETING"
+# Inline policies deploy writes are named rsql-*: others on a role are an operator's.
+_OUR_POLICY_PREFIX: Final = "rsql-"
 
 
 class DeployError(CloudError):
@@ -228,53 +230,90 @@ class Topic(Resource):
 
 
 class Role(Resource):
-    """The state machine's role: its trust policy and its one inline policy."""
+    """An IAM role: its trust policy and its inline policies, exactly these."""
 
     kind = "IAM role"
     service = "iam"
+
+    def __init__(
+        self,
+        stack: DesiredStack,
+        name: str,
+        *,
+        trust: dict[str, Any],
+        policies: dict[str, dict[str, Any]],
+        description: str,
+    ) -> None:
+        super().__init__(stack, name)
+        self.trust = trust
+        self.policies = policies
+        self.description = description
 
     def describe(self, remote: RemoteState) -> dict[str, Any] | None:
         return remote.role(self.name)
 
     def plan(self, remote: RemoteState, earlier: Sequence[Instruction]) -> list[Instruction]:
-        trust = iam.trust_policy()
         role = self.describe(remote)
         plan = []
         if role is None:
             params = {
                 "RoleName": self.name,
-                "AssumeRolePolicyDocument": json.dumps(trust),
-                "Description": f"Assumed by the {self.stack.names.state_machine} state machine",
+                "AssumeRolePolicyDocument": json.dumps(self.trust),
+                "Description": self.description,
                 "Tags": self.stack.tags(),
             }
             plan.append(self.step(f"Creating {self.kind}", "create_role", params))
-        elif _canonical(role.get("AssumeRolePolicyDocument")) != _canonical(trust):
-            params = {"RoleName": self.name, "PolicyDocument": json.dumps(trust)}
+        elif canonical(role.get("AssumeRolePolicyDocument")) != canonical(self.trust):
+            params = {"RoleName": self.name, "PolicyDocument": json.dumps(self.trust)}
             what = f"Updating trust policy of {self.kind}"
             plan.append(self.step(what, "update_assume_role_policy", params))
-        policy = self.stack.role_policy
-        current = None if role is None else self._policy(remote)
-        if current is None or _canonical(current) != _canonical(policy):
-            verb = "Creating" if current is None else "Updating"
-            params = {
-                "RoleName": self.name,
-                "PolicyName": iam.STATE_MACHINE_POLICY_NAME,
-                "PolicyDocument": json.dumps(policy),
-            }
-            plan.append(self.step(f"{verb} policy for {self.kind}", "put_role_policy", params))
+        for policy_name, policy in self.policies.items():
+            current = None if role is None else remote.role_policy(self.name, policy_name)
+            if current is None or canonical(current) != canonical(policy):
+                verb = "Creating" if current is None else "Updating"
+                params = {
+                    "RoleName": self.name,
+                    "PolicyName": policy_name,
+                    "PolicyDocument": json.dumps(policy),
+                }
+                what = f"{verb} policy {policy_name} of {self.kind}"
+                plan.append(self.step(what, "put_role_policy", params))
+        if role is not None:
+            plan += self._stale_policies(remote)
         return plan
+
+    def _stale_policies(self, remote: RemoteState) -> list[Instruction]:
+        # An inline policy of ours that is no longer wanted (a fleet that stopped reading S3).
+        return [
+            self.step(
+                f"Deleting policy {name} of {self.kind}",
+                "delete_role_policy",
+                {"RoleName": self.name, "PolicyName": name},
+            )
+            for name in remote.role_policy_names(self.name)
+            if name.startswith(_OUR_POLICY_PREFIX) and name not in self.policies
+        ]
 
     def deletion(self, remote: RemoteState) -> list[Instruction]:
-        # IAM refuses to delete a role that still has an inline policy.
-        plan = []
-        if self._policy(remote) is not None:
-            params = {"RoleName": self.name, "PolicyName": iam.STATE_MACHINE_POLICY_NAME}
-            plan.append(self.step(f"Deleting policy of {self.kind}", "delete_role_policy", params))
+        # IAM refuses to delete a role that still has a policy, ours or one an operator added.
+        plan = [
+            self.step(
+                f"Deleting policy {name} of {self.kind}",
+                "delete_role_policy",
+                {"RoleName": self.name, "PolicyName": name},
+            )
+            for name in remote.role_policy_names(self.name)
+        ]
+        plan += [
+            self.step(
+                f"Detaching {arn.rsplit('/', 1)[-1]} from {self.kind}",
+                "detach_role_policy",
+                {"RoleName": self.name, "PolicyArn": arn},
+            )
+            for arn in remote.attached_role_policies(self.name)
+        ]
         plan.append(self.step(f"Deleting {self.kind}", "delete_role", {"RoleName": self.name}))
         return plan
-
-    def _policy(self, remote: RemoteState) -> dict[str, Any] | None:
-        return remote.role_policy(self.name, iam.STATE_MACHINE_POLICY_NAME)
 
 
 class StateMachine(Resource):
@@ -326,7 +365,7 @@ class StateMachine(Resource):
         return [self.step(f"Deleting {self.kind}", "delete_state_machine", params)]
 
 
-def _canonical(document: Any) -> Any:
+def canonical(document: Any) -> Any:
     """A policy document in a form where equal policies compare equal: IAM may hand back a
     single Action or Resource as a string, and the order of list entries carries no meaning."""
     if isinstance(document, str):
@@ -340,8 +379,8 @@ def _canonical_value(key: str, value: Any) -> Any:
     if key in ("Action", "Resource", "NotAction", "NotResource") and isinstance(value, str):
         value = [value]
     if isinstance(value, dict):
-        return _canonical(value)
+        return canonical(value)
     if isinstance(value, list):
-        items = [_canonical(v) if isinstance(v, dict) else v for v in value]
+        items = [canonical(v) if isinstance(v, dict) else v for v in value]
         return sorted(items, key=lambda v: json.dumps(v, sort_keys=True))
     return value

@@ -4,12 +4,12 @@ drifted definition is updated in place, destroy and deploy again."""
 
 from __future__ import annotations
 
-import copy
 import json
 from typing import Any
 
 import boto3
 import pytest
+from remote_fakes import FakeRemote
 
 from cloud import iam
 from cloud.aws import Account, Aws
@@ -25,75 +25,6 @@ ACCOUNT = Account(partition="aws", region="us-east-1", account_id="123456789012"
 
 def desired(stack_name: str = "rsql") -> DesiredStack:
     return DesiredStack(StackNames(stack_name), ACCOUNT)
-
-
-class FakeRemote:
-    """A RemoteState answered from dicts; `deployed()` is what a finished deploy leaves."""
-
-    def __init__(self) -> None:
-        self.tables: dict[str, dict[str, Any]] = {}
-        self.activities: set[str] = set()
-        self.log_groups: dict[str, dict[str, Any]] = {}
-        self.topics: set[str] = set()
-        self.roles: dict[str, dict[str, Any]] = {}
-        self.role_policies: dict[tuple[str, str], dict[str, Any]] = {}
-        self.machines: dict[str, dict[str, Any]] = {}
-
-    @classmethod
-    def deployed(cls, stack: DesiredStack) -> FakeRemote:
-        remote = cls()
-        names = stack.names
-        for name, keys in (
-            (names.config_table, [("workflow_id", "HASH")]),
-            (names.job_audit_table, [("job_name", "HASH"), ("workflow_execution_id", "RANGE")]),
-            (
-                names.workflow_audit_table,
-                [("workflow_execution_id", "HASH"), ("workflow_id", "RANGE")],
-            ),
-        ):
-            remote.tables[name] = {
-                "TableStatus": "ACTIVE",
-                "KeySchema": [{"AttributeName": a, "KeyType": k} for a, k in keys],
-                "BillingModeSummary": {"BillingMode": "PAY_PER_REQUEST"},
-            }
-        remote.tables[names.workflow_audit_table]["GlobalSecondaryIndexes"] = [
-            {"IndexName": "by_workflow_start", "IndexStatus": "ACTIVE"}
-        ]
-        remote.activities.add(stack.activity_arn)
-        remote.log_groups[names.log_group] = {"retentionInDays": 30}
-        remote.log_groups[names.metrics_log_group] = {"retentionInDays": 7}
-        remote.topics.add(stack.topic_arn)
-        remote.roles[names.state_machine_role] = {"AssumeRolePolicyDocument": iam.trust_policy()}
-        key = (names.state_machine_role, iam.STATE_MACHINE_POLICY_NAME)
-        remote.role_policies[key] = copy.deepcopy(stack.role_policy)
-        remote.machines[stack.state_machine_arn] = {
-            "status": "ACTIVE",
-            "type": "STANDARD",
-            "definition": stack.definition,
-            "roleArn": stack.role_arn,
-        }
-        return remote
-
-    def table(self, name: str) -> dict[str, Any] | None:
-        return self.tables.get(name)
-
-    def activity(self, arn: str) -> dict[str, Any] | None:
-        return {"activityArn": arn} if arn in self.activities else None
-
-    def log_group(self, name: str) -> dict[str, Any] | None:
-        return self.log_groups.get(name)
-
-    def topic(self, arn: str) -> dict[str, Any] | None:
-        return {"TopicArn": arn} if arn in self.topics else None
-
-    def role(self, name: str) -> dict[str, Any] | None:
-        return self.roles.get(name)
-
-    def role_policy(self, role: str, policy: str) -> dict[str, Any] | None:
-        return self.role_policies.get((role, policy))
-
-    def state_machine(self, arn: str) -> dict[str, Any] | None:
-        return self.machines.get(arn)
 
 
 def messages(plan: list[Instruction]) -> list[str]:
@@ -116,8 +47,12 @@ def test_a_new_stack_plans_every_resource_in_dependency_order() -> None:
         "Setting log retention to 7 days: /rsql/metrics",
         "Creating SNS topic: rsql-notifications",
         "Creating IAM role: rsql-workflow-role",
-        "Creating policy for IAM role: rsql-workflow-role",
+        "Creating policy rsql-workflow-access of IAM role: rsql-workflow-role",
         "Creating state machine: rsql-workflow",
+        "Creating SQS queue: rsql-schedule-dlq",
+        "Creating IAM role: rsql-scheduler-role",
+        "Creating policy rsql-start-workflow of IAM role: rsql-scheduler-role",
+        "Creating EventBridge Scheduler group: rsql-schedules",
     ]
     tables = [step for step in plan if step.operation == "create_table"]
     assert all(t.params["BillingMode"] == "PAY_PER_REQUEST" for t in tables)
@@ -126,7 +61,12 @@ def test_a_new_stack_plans_every_resource_in_dependency_order() -> None:
         {"AttributeName": "job_name", "KeyType": "HASH"},
         {"AttributeName": "workflow_execution_id", "KeyType": "RANGE"},
     ]
-    machine = plan[-1]
+    audit = tables[2].params
+    assert audit["GlobalSecondaryIndexes"][0]["KeySchema"] == [
+        {"AttributeName": "workflow_id", "KeyType": "HASH"},
+        {"AttributeName": "execution_start_ts", "KeyType": "RANGE"},
+    ]
+    (machine,) = [step for step in plan if step.operation == "create_state_machine"]
     assert machine.params["type"] == "STANDARD"
     assert machine.params["roleArn"] == "arn:aws:iam::123456789012:role/rsql-workflow-role"
     assert json.loads(machine.params["definition"]) == json.loads(desired().definition)
@@ -213,7 +153,7 @@ def test_policies_compare_by_meaning() -> None:
     assert plan_deploy(stack, remote) == []
     policy["Statement"][0]["Action"] = ["dynamodb:*"]
     assert messages(plan_deploy(stack, remote)) == [
-        "Updating policy for IAM role: rsql-workflow-role"
+        "Updating policy rsql-workflow-access of IAM role: rsql-workflow-role"
     ]
 
 
@@ -255,8 +195,12 @@ def test_destroy_walks_the_deploy_list_backwards_and_keeps_the_tables_unless_pur
     remote = FakeRemote.deployed(stack)
     kept = messages(plan_destroy(stack, remote, purge=False))
     assert kept == [
+        "Deleting EventBridge Scheduler group and its schedules: rsql-schedules",
+        "Deleting policy rsql-start-workflow of IAM role: rsql-scheduler-role",
+        "Deleting IAM role: rsql-scheduler-role",
+        "Deleting SQS queue: rsql-schedule-dlq",
         "Deleting state machine: rsql-workflow",
-        "Deleting policy of IAM role: rsql-workflow-role",
+        "Deleting policy rsql-workflow-access of IAM role: rsql-workflow-role",
         "Deleting IAM role: rsql-workflow-role",
         "Deleting SNS topic: rsql-notifications",
         "Deleting CloudWatch log group: /rsql/metrics",
@@ -409,7 +353,7 @@ def test_deploy_creates_the_stack_and_a_second_deploy_writes_nothing(
 ) -> None:
     first = RecordingAws()
     plan, outputs = deploy(first, names, say=lambda m: None)
-    assert len(plan) == 12 and first.writes
+    assert len(plan) == 16 and first.writes
 
     machine = aws.sfn.describe_state_machine(stateMachineArn=outputs.state_machine_arn)
     stack = DesiredStack(names, ACCOUNT)
@@ -473,7 +417,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(
     out = capsys.readouterr().out
     assert f"  Creating DynamoDB table: {names.config_table}" in out
     assert f"  Creating state machine: {names.state_machine}" in out
-    assert len(plan_deploy(DesiredStack(names, ACCOUNT), AwsRemoteState(Aws()))) == 12
+    assert len(plan_deploy(DesiredStack(names, ACCOUNT), AwsRemoteState(Aws()))) == 16
 
 
 def test_deploy_json_prints_names_and_arns(

@@ -33,6 +33,9 @@ tests/test_agent_metrics.py):
     table were missing); AWS answers ValidationException.
 13. PutLogEvents stores embedded metric format (EMF) lines without creating their metrics:
     `emf.py` extracts them into CloudWatch as AWS does (the agents' metrics).
+14. EventBridge Scheduler takes any expression and time zone, and a schedule in a group that
+    does not exist fails with HTTP 500; AWS answers ValidationException and
+    ResourceNotFoundException. (moto never runs schedules: `cloud.emulator.scheduler` does.)
 
 Findings about the interpreter, most kept as tests in tests/test_interpreter.py:
 - Its own service integrations (dynamodb:getItem/putItem/updateItem with condition and update
@@ -107,5 +110,6 @@ def apply(poll_wait_s: float | None = None) -> ActivityHub:
     autoscaling.apply()
     api.query_on_a_missing_index_is_a_validation_error()
     emf.apply()
+    api.scheduler_checks_what_aws_checks()
     _hub = hub
     return hub

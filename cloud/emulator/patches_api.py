@@ -210,3 +210,38 @@ def query_on_a_missing_index_is_a_validation_error() -> None:
         return original(self, table_name, index_name)
 
     backend_cls.get_schema = get_schema
+
+
+def scheduler_checks_what_aws_checks() -> None:
+    """(14) CreateSchedule/UpdateSchedule: moto takes any expression and time zone, and a group
+    that does not exist fails with HTTP 500 (KeyError). AWS answers ValidationException and
+    ResourceNotFoundException."""
+    from moto.scheduler.exceptions import ScheduleGroupNotFound, ValidationException
+    from moto.scheduler.models import EventBridgeSchedulerBackend
+
+    from cloud import schedule_expressions
+
+    def check(self: Any, kwargs: dict[str, Any]) -> None:
+        group = kwargs.get("group_name") or "default"
+        if group not in self.schedule_groups:
+            raise ScheduleGroupNotFound(group)
+        try:
+            schedule_expressions.parse(kwargs.get("schedule_expression") or "")
+            schedule_expressions.check_timezone(kwargs.get("schedule_expression_timezone") or "UTC")
+        except schedule_expressions.ExpressionError as exc:
+            raise ValidationException(f"Invalid Schedule Expression {exc}") from None
+
+    backend_cls: Any = EventBridgeSchedulerBackend
+    original_create = backend_cls.create_schedule
+    original_update = backend_cls.update_schedule
+
+    def create_schedule(self: Any, **kwargs: Any) -> Any:
+        check(self, kwargs)
+        return original_create(self, **kwargs)
+
+    def update_schedule(self: Any, **kwargs: Any) -> Any:
+        check(self, kwargs)
+        return original_update(self, **kwargs)
+
+    backend_cls.create_schedule = create_schedule
+    backend_cls.update_schedule = update_schedule

@@ -50,6 +50,7 @@ class Emulator:
         self._hub: Any = None
         self._gate: _WarmUpGate | None = None
         self._pg: Any = None
+        self._scheduler: Any = None
 
     @property
     def endpoint_url(self) -> str:
@@ -81,10 +82,18 @@ class Emulator:
         values[PID_KEY] = str(os.getpid())
         write_env_file(self.env_file, values)
         self.wait_ready()
+        from cloud.emulator.scheduler import ScheduleRunner
+
+        # moto stores schedules; this runs them.
+        self._scheduler = ScheduleRunner(self.endpoint_url, REGION)
+        self._scheduler.start()
         return values
 
     def stop(self) -> None:
-        """Stop Postgres and the server, each bounded."""
+        """Stop the scheduler, Postgres and the server, each bounded."""
+        if self._scheduler is not None:
+            self._scheduler.stop()
+            self._scheduler = None
         if self._hub is not None:
             self._hub.stop()  # open long polls answer at once
         if self._pg is not None:
