@@ -272,7 +272,6 @@ _TYPE_WORDS: Final = {
     "list_type": "a list",
     "dict_type": "an object",
     "model_type": "an object",
-    "bool_type": "true or false",
 }
 _DYNAMODB_TYPES: Final = frozenset({"S", "N", "L", "M", "BOOL", "NULL", "SS", "NS"})
 _LIMITS: Final = {
