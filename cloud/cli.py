@@ -117,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_deploy(commands)
     _add_destroy(commands)
     _add_workflow(commands)
+    _add_fleet(commands)
     _add_iam(commands)
     commands.add_parser(
         "emulator",
@@ -164,11 +165,25 @@ def _add_deploy(commands: Any) -> None:
         "deploy",
         handlers.deploy,
         "create or update the stack; a second run changes nothing and says so",
-        "rsql-cloud deploy --stack-name rsql --dry-run",
+        "rsql-cloud deploy --stack-name rsql --alarms ops@example.com --dry-run",
     )
     sub.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     sub.add_argument(
         "--json", action="store_true", help="print the names and ARNs as JSON on stdout"
+    )
+    sub.add_argument(
+        "--alarms",
+        metavar="EMAIL_OR_TOPIC",
+        help="also create the alarms (failed workflow, tasks waiting, no agent polling) and "
+        "the dashboard; notify this SNS topic ARN, or this address (subscribed to a topic "
+        "<stack>-alarms; confirm the mail SNS sends). Without it, alarms are left as they are",
+    )
+    sub.add_argument(
+        "--wait-alarm-minutes",
+        type=int,
+        default=15,
+        metavar="N",
+        help="with --alarms: alarm when a job waited longer than N minutes for a host (default 15)",
     )
 
 
@@ -318,6 +333,12 @@ def _add_history(verbs: Any) -> None:
         "--limit", type=_count, default=20, metavar="N", help="at most N runs (default 20)"
     )
     history.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _add_fleet(commands: Any) -> None:
+    from cloud.cli_fleet import add_fleet
+
+    add_fleet(commands, _group, _command)
 
 
 def _add_iam(commands: Any) -> None:

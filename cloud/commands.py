@@ -43,14 +43,20 @@ def _stack(args: argparse.Namespace) -> Stack:
 def deploy(args: argparse.Namespace) -> int:
     """`deploy`: plan, then apply (or only print the plan with --dry-run)."""
     from cloud import deploy as deployment
+    from cloud.monitoring import Alarming
     from cloud.names import StackNames
 
     names: StackNames = args.stack_name
+    alarming = None
+    if args.alarms is not None:
+        alarming = Alarming.parse(args.alarms, args.wait_alarm_minutes)
     # With --json, stdout carries only the JSON document.
     say = _stderr if args.json else print
     if args.dry_run:
         say(f"Plan for stack {names.stack_name} (dry run, nothing is changed):")
-    plan, outputs = deployment.deploy(_aws(), names, dry_run=args.dry_run, say=say)
+    plan, outputs = deployment.deploy(
+        _aws(), names, alarming=alarming, dry_run=args.dry_run, say=say
+    )
     if args.dry_run:
         for step in plan:
             say(f"  {step.message}")
@@ -73,6 +79,13 @@ def destroy(args: argparse.Namespace) -> int:
 
     names: StackNames = args.stack_name
     aws = _aws()
+    from cloud.remote import AwsRemoteState
+
+    if AwsRemoteState(aws).autoscaling_group(names.autoscaling_group) is not None:
+        raise CloudError(
+            f"stack {names.stack_name} still has its fleet {names.autoscaling_group}: "
+            f"delete it first (rsql-cloud fleet destroy --stack-name {names.stack_name})"
+        )
     plan = deployment.destroy(aws, names, purge=args.purge, dry_run=True)
     if not plan:
         print(f"Nothing to delete for stack {names.stack_name}.")

@@ -24,6 +24,7 @@ from botocore.exceptions import ClientError
 
 from cloud import iam, tables
 from cloud.aws import Account, Aws, is_error
+from cloud.monitoring import Alarming, monitoring_resources
 from cloud.names import StackNames
 from cloud.remote import AwsRemoteState, RemoteState
 from cloud.resources import (
@@ -31,6 +32,7 @@ from cloud.resources import (
     Activity,
     Instruction,
     LogGroup,
+    Ref,
     Resource,
     Role,
     StateMachine,
@@ -41,8 +43,6 @@ from cloud.resources_scheduling import Queue, ScheduleGroup
 from cloud.statemachine import render_definition
 
 STACK_TAG: Final = "rsql:stack"
-_RETRY_FOR_S: Final = 90.0
-_RETRY_DELAY_S: Final = 3.0
 
 
 @dataclass(frozen=True)
@@ -66,13 +66,22 @@ class StackOutputs:
 
 @dataclass(frozen=True)
 class DesiredStack:
-    """What a deployed stack consists of, with every ARN known before anything exists."""
+    """What a deployed stack consists of, with every ARN known before anything exists. With
+    `alarming`, the alarms, their topic and the dashboard too (`deploy --alarms`); without,
+    deploy leaves those as they are."""
 
     names: StackNames
     account: Account
+    alarming: Alarming | None = None
 
     def resources(self) -> list[Resource]:
         """Every resource of the stack, each after the ones it uses."""
+        core = self._core_resources()
+        if self.alarming is None:
+            return core
+        return [*core, *monitoring_resources(self, self.alarming)]
+
+    def _core_resources(self) -> list[Resource]:
         names = self.names
         return [
             *(Table(self, spec) for spec in tables.table_specs(names)),
@@ -186,43 +195,59 @@ def plan_destroy(stack: DesiredStack, remote: RemoteState, *, purge: bool) -> li
 
 def execute(aws: Aws, plan: list[Instruction], say: Callable[[str], None]) -> None:
     """Run the plan in order, saying each step before it runs."""
+    answers: dict[str, dict[str, Any]] = {}
     for step in plan:
         say(step.message)
         client = aws.client(step.service)
         if step.operation:
-            _call_with_retry(getattr(client, step.operation), step)
+            params = _resolved(step.params, answers)
+            answer = _call_with_retry(getattr(client, step.operation), params, step)
+            if step.produces:
+                answers[step.produces] = answer
         if step.waiter:
             waiter = client.get_waiter(step.waiter)
             waiter.wait(**step.waiter_params, WaiterConfig=tables.WAITER_CONFIG)
 
 
-def _call_with_retry(call: Callable[..., Any], step: Instruction) -> Any:
-    deadline = time.monotonic() + _RETRY_FOR_S
+def _resolved(value: Any, answers: dict[str, dict[str, Any]]) -> Any:
+    """`value` with every `Ref` replaced by the answer it names."""
+    if isinstance(value, Ref):
+        return answers[value.step][value.key]
+    if isinstance(value, dict):
+        return {key: _resolved(item, answers) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_resolved(item, answers) for item in value]
+    return value
+
+
+def _call_with_retry(call: Callable[..., Any], params: dict[str, Any], step: Instruction) -> Any:
+    deadline = time.monotonic() + step.retry_for_s
     while True:
         try:
-            return call(**step.params)
+            return call(**params)
         except ClientError as exc:
             if not is_error(exc, *step.retry_codes) or time.monotonic() > deadline:
                 raise
-            time.sleep(_RETRY_DELAY_S)
+            time.sleep(step.retry_delay_s)
 
 
 # -- the commands' logic -------------------------------------------------------------------------
 
 
-def desired_stack(aws: Aws, names: StackNames) -> DesiredStack:
-    return DesiredStack(names=names, account=aws.account)
+def desired_stack(aws: Aws, names: StackNames, alarming: Alarming | None = None) -> DesiredStack:
+    return DesiredStack(names=names, account=aws.account, alarming=alarming)
 
 
 def deploy(
     aws: Aws,
     names: StackNames,
     *,
+    alarming: Alarming | None = None,
     dry_run: bool = False,
     say: Callable[[str], None] = print,
 ) -> tuple[list[Instruction], StackOutputs]:
     """Plan and (unless dry_run) apply; returns the plan and the stack's outputs."""
-    stack = desired_stack(aws, names)
+    stack = desired_stack(aws, names, alarming)
     plan = plan_deploy(stack, AwsRemoteState(aws))
     if not dry_run:
         execute(aws, plan, say)
@@ -238,7 +263,8 @@ def destroy(
     say: Callable[[str], None] = print,
 ) -> list[Instruction]:
     """Plan the deletion and (unless dry_run) apply it; returns the plan."""
-    stack = desired_stack(aws, names)
+    # Whatever `deploy --alarms` may have added goes too.
+    stack = desired_stack(aws, names, Alarming.everything())
     plan = plan_destroy(stack, AwsRemoteState(aws), purge=purge)
     if not dry_run:
         execute(aws, plan, say)

@@ -40,6 +40,18 @@ class DeployError(CloudError):
 
 
 @dataclass(frozen=True)
+class Ref:
+    """A value only AWS can tell, from the answer of an earlier step of the same plan (a
+    scaling policy's ARN has a generated id): that step `produces` it under `step`."""
+
+    step: str
+    key: str
+
+    def __str__(self) -> str:
+        return f"<{self.key} of {self.step}>"
+
+
+@dataclass(frozen=True)
 class Instruction:
     """One API call and the message that says what it does; optionally a waiter after it."""
 
@@ -51,6 +63,11 @@ class Instruction:
     waiter_params: dict[str, Any] = field(default_factory=dict)
     # Error codes that mean "not yet" rather than "no": retried for a bounded time.
     retry_codes: frozenset[str] = frozenset()
+    # How long to keep retrying those, and how long between tries.
+    retry_for_s: float = 90.0
+    retry_delay_s: float = 3.0
+    # The name later steps' `Ref`s use for this step's answer.
+    produces: str | None = None
 
 
 class Resource(ABC):
@@ -215,8 +232,12 @@ class Topic(Resource):
     kind = "SNS topic"
     service = "sns"
 
+    @property
+    def arn(self) -> str:
+        return self.stack.account.arn("sns", self.name)
+
     def describe(self, remote: RemoteState) -> dict[str, Any] | None:
-        return remote.topic(self.stack.topic_arn)
+        return remote.topic(self.arn)
 
     def plan(self, remote: RemoteState, earlier: Sequence[Instruction]) -> list[Instruction]:
         if self.describe(remote) is not None:
@@ -225,7 +246,7 @@ class Topic(Resource):
         return [self.step(f"Creating {self.kind}", "create_topic", params)]
 
     def deletion(self, remote: RemoteState) -> list[Instruction]:
-        params = {"TopicArn": self.stack.topic_arn}
+        params = {"TopicArn": self.arn}
         return [self.step(f"Deleting {self.kind}", "delete_topic", params)]
 
 

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Install or upgrade rsql-agent on an EC2 host (Amazon Linux 2023, RHEL, Debian, Ubuntu).
-# Idempotent: run it again to upgrade; it never overwrites an existing /etc/rsql-agent/agent.env.
+# Idempotent: run it again to upgrade; it keeps an existing /etc/rsql-agent/agent.env unless --env.
 #
-#   sudo deploy/install.sh [--source DIR_OR_WHEEL] [--scripts DIR] [--no-start]
+#   sudo deploy/install.sh [--source DIR_OR_WHEEL] [--scripts DIR] [--env FILE] [--no-start]
 #
 # --source   what to pip-install (default: this checkout)
 # --scripts  a directory of RSQL scripts to copy into /opt/rsql-agent/scripts
+# --env      the settings to install as /etc/rsql-agent/agent.env (replacing it)
 # --no-start install and enable, but do not (re)start the service
 set -euo pipefail
 
@@ -15,14 +16,16 @@ UNIT=/etc/systemd/system/rsql-agent.service
 HERE="$(cd "$(dirname "$0")/.." && pwd)"
 SOURCE="$HERE"
 SCRIPTS=""
+ENV_FILE=""
 START=1
 
 while [ $# -gt 0 ]; do
     case "$1" in
         --source) SOURCE="$2"; shift 2 ;;
         --scripts) SCRIPTS="$2"; shift 2 ;;
+        --env) ENV_FILE="$2"; shift 2 ;;
         --no-start) START=0; shift ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
         *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -52,7 +55,10 @@ if [ -n "$SCRIPTS" ]; then
 fi
 
 echo "== settings"
-if [ ! -f "$ETC/agent.env" ]; then
+if [ -n "$ENV_FILE" ]; then
+    install -m 0640 -o root -g rsql-agent "$ENV_FILE" "$ETC/agent.env"
+    echo "   wrote $ETC/agent.env from $ENV_FILE"
+elif [ ! -f "$ETC/agent.env" ]; then
     install -m 0640 -o root -g rsql-agent "$HERE/systemd/agent.env.example" "$ETC/agent.env"
     echo "   wrote $ETC/agent.env from the example: set RSQL_AGENT_ACTIVITY_ARN and RSQL_AGENT_SECRET_ID"
 else

@@ -36,6 +36,10 @@ tests/test_agent_metrics.py):
 14. EventBridge Scheduler takes any expression and time zone, and a schedule in a group that
     does not exist fails with HTTP 500; AWS answers ValidationException and
     ResourceNotFoundException. (moto never runs schedules: `cloud.emulator.scheduler` does.)
+14. Auto Scaling PutScalingPolicy answers `PolicyArn`, which no SDK reads; AWS answers
+    `PolicyARN`, the ARN an alarm's action names.
+15. EC2 CreateLaunchTemplateVersion keeps UserData in a form a group cannot launch from (HTTP
+    500 at the next launch); CreateLaunchTemplate's form is used for both.
 
 Findings about the interpreter, most kept as tests in tests/test_interpreter.py:
 - Its own service integrations (dynamodb:getItem/putItem/updateItem with condition and update
@@ -111,5 +115,7 @@ def apply(poll_wait_s: float | None = None) -> ActivityHub:
     api.query_on_a_missing_index_is_a_validation_error()
     emf.apply()
     api.scheduler_checks_what_aws_checks()
+    api.put_scaling_policy_answers_its_arn()
+    api.launch_template_versions_keep_user_data()
     _hub = hub
     return hub

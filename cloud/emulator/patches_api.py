@@ -245,3 +245,35 @@ def scheduler_checks_what_aws_checks() -> None:
 
     backend_cls.create_schedule = create_schedule
     backend_cls.update_schedule = update_schedule
+
+
+def put_scaling_policy_answers_its_arn() -> None:
+    """(14) PutScalingPolicy answers `PolicyArn`, which the SDKs do not read: AWS answers
+    `PolicyARN` (what an alarm's action names) and `Alarms`."""
+    original = AutoScalingResponse.put_scaling_policy
+
+    def put_scaling_policy(self: Any) -> Any:
+        answer: Any = original(self).result
+        arn = answer["PolicyArn"]
+        return ActionResult({"PolicyARN": arn, "Alarms": []})
+
+    response_cls: Any = AutoScalingResponse
+    response_cls.put_scaling_policy = put_scaling_policy
+
+
+def launch_template_versions_keep_user_data() -> None:
+    """(15) CreateLaunchTemplateVersion stores UserData as plain text where CreateLaunchTemplate
+    stores it decoded-checked; a group then launching from the new version fails with HTTP 500.
+    AWS takes both alike."""
+    from moto.ec2.models.launch_templates import LaunchTemplate
+    from moto.ec2.utils import parse_user_data
+
+    template_cls: Any = LaunchTemplate
+    original = template_cls.create_version
+
+    def create_version(self: Any, data: dict[str, Any], description: str) -> Any:
+        if isinstance(data.get("UserData"), str):
+            data = {**data, "UserData": parse_user_data(data["UserData"])}
+        return original(self, data, description)
+
+    template_cls.create_version = create_version
