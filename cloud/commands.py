@@ -228,7 +228,7 @@ def list_workflows(args: argparse.Namespace) -> int:
     """`workflow list`: every workflow, its schedule and next run, its last run."""
     from cloud.listing import list_lines, list_workflows
 
-    workflows = list_workflows(_stack(args))
+    workflows = list_workflows(_stack(args), note=_note)
     if args.json:
         print(json.dumps([line.to_dict() for line in workflows], indent=2))
     elif not workflows:

@@ -1,22 +1,19 @@
 """`rsql-cloud workflow list`: every configured workflow, its schedule (as EventBridge Scheduler
-has it), the schedule's next run, and the workflow's last run (from the workflow audit table's
-runs index, newest first)."""
+has it), the schedule's next run, and the workflow's last run (cloud/history.py: the workflow
+audit table's runs index, newest first)."""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
-from botocore.exceptions import ClientError
-
-from agent.items import from_item, to_item
+from agent.items import from_item
 from agent.schema import Config as C
-from agent.schema import WorkflowAudit as W
 from cloud import schedule_expressions
-from cloud.aws import is_error
+from cloud.history import workflow_runs
 from cloud.stack import Stack
-from cloud.tables import RUNS_BY_WORKFLOW_INDEX
 from cloud.workflow_schedules import current_schedule
 
 NONE: Final = "-"
@@ -42,7 +39,11 @@ class WorkflowLine:
         return asdict(self)
 
 
-def list_workflows(stack: Stack, now: dt.datetime | None = None) -> list[WorkflowLine]:
+def list_workflows(
+    stack: Stack,
+    now: dt.datetime | None = None,
+    note: Callable[[str], None] = lambda message: None,
+) -> list[WorkflowLine]:
     """Every workflow of the config table, by id."""
     moment = now or dt.datetime.now(dt.UTC)
     lines = []
@@ -50,7 +51,8 @@ def list_workflows(stack: Stack, now: dt.datetime | None = None) -> list[Workflo
         workflow_id = str(item[C.WORKFLOW_ID])
         configured = item.get(C.SCHEDULE)
         schedule = current_schedule(stack, workflow_id) if configured else None
-        last = _last_run(stack, workflow_id)
+        runs = workflow_runs(stack, workflow_id, 1, note=note)
+        last = runs[0] if runs else None
         lines.append(
             WorkflowLine(
                 workflow_id=workflow_id,
@@ -58,10 +60,10 @@ def list_workflows(stack: Stack, now: dt.datetime | None = None) -> list[Workflo
                 timezone=_timezone(schedule, configured),
                 state=(schedule or {}).get("State") or ("MISSING" if configured else None),
                 next_run=_next_run(schedule, moment),
-                last_execution_id=_text(last.get(W.WORKFLOW_EXECUTION_ID)),
-                last_status=_text(last.get(W.EXECUTION_STATUS)),
-                last_start=_text(last.get(W.EXECUTION_START_TS)),
-                last_end=_text(last.get(W.EXECUTION_END_TS)),
+                last_execution_id=last.execution_id if last else None,
+                last_status=last.status if last else None,
+                last_start=last.start_ts if last else None,
+                last_end=last.end_ts if last else None,
             )
         )
     return sorted(lines, key=lambda line: line.workflow_id)
@@ -80,26 +82,6 @@ def _config_items(stack: Stack) -> list[dict[str, Any]]:
             )
             for item in page.get("Items", [])
         ]
-
-
-def _last_run(stack: Stack, workflow_id: str) -> dict[str, Any]:
-    try:
-        answer = stack.aws.dynamodb.query(
-            TableName=stack.names.workflow_audit_table,
-            IndexName=RUNS_BY_WORKFLOW_INDEX,
-            KeyConditionExpression="#id = :id",
-            ExpressionAttributeNames={"#id": W.WORKFLOW_ID},
-            ExpressionAttributeValues=to_item({":id": workflow_id}),
-            ScanIndexForward=False,
-            Limit=1,
-        )
-    except ClientError as exc:
-        # An index DynamoDB is still filling (a stack deployed before it existed).
-        if is_error(exc, "ValidationException", "ResourceNotFoundException"):
-            return {}
-        raise
-    items = answer.get("Items") or []
-    return from_item(items[0]) if items else {}
 
 
 def _expression(schedule: dict[str, Any] | None, configured: Any) -> str | None:
@@ -131,10 +113,6 @@ def _next_run(schedule: dict[str, Any] | None, now: dt.datetime) -> str | None:
     if moment is None or (isinstance(end, dt.datetime) and moment > end):
         return None
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _text(value: Any) -> str | None:
-    return None if value in (None, "") else str(value)
 
 
 def list_lines(workflows: list[WorkflowLine]) -> list[str]:

@@ -87,7 +87,7 @@ def deploy_recorded(
     argv: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> tuple[int, str, str, list[str]]:
     recorder = RecordingAws()
-    monkeypatch.setattr("cloud.commands._aws", lambda: recorder)
+    monkeypatch.setattr("cloud.commands_fleet._aws", lambda: recorder)
     code, out, err = run(argv)
     return code, out, err, recorder.writes
 
