@@ -24,7 +24,7 @@ metrics.md), summed over the fleet:
   removal needs fresh 15 idle minutes that still show a spare host, so the fleet shrinks one
   host at a time, down to its minimum (0 lets it sleep between nightly runs). Auto Scaling
   picks the host; the termination hook makes its agent drain first, so a busy host finishes
-  its jobs before it goes (README, "Scale-in never kills a job"). No data (no hosts) is not
+  its jobs before it goes (README, "Drain a host"). No data (no hosts) is not
   idle: nothing to remove.
 """
 
