@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Final
 if TYPE_CHECKING:
     from cloud.aws import Aws
     from cloud.config import Workflow
+    from cloud.resources import Instruction
     from cloud.stack import Stack
 
 PROG: Final = "rsql-cloud"
@@ -91,7 +92,20 @@ def destroy(args: argparse.Namespace) -> int:
         print(f"Nothing to delete for stack {names.stack_name}.")
         return 0
     kept = "" if args.purge else " (tables are kept; --purge deletes them too)"
-    print(f"Destroying stack {names.stack_name}{kept}:")
+    heading = f"Destroying stack {names.stack_name}{kept}:"
+    if (code := confirm_deletion(heading, plan, args)) is not None:
+        return code
+    deployment.execute(aws, plan, lambda message: None)
+    print(f"Stack {names.stack_name} destroyed.")
+    return 0
+
+
+def confirm_deletion(heading: str, plan: list[Instruction], args: argparse.Namespace) -> int | None:
+    """Print what would be deleted; None to go on, else the exit code to stop with (--dry-run,
+    or the operator said no). Off a terminal, --yes is required."""
+    from cloud.aws import CloudError
+
+    print(heading)
     for step in plan:
         print(f"  {step.message}")
     if args.dry_run:
@@ -102,9 +116,7 @@ def destroy(args: argparse.Namespace) -> int:
         if input("Delete these? [y/N] ").strip().lower() not in ("y", "yes"):
             print("Nothing deleted.")
             return EXIT_FAILED
-    deployment.execute(aws, plan, lambda message: None)
-    print(f"Stack {names.stack_name} destroyed.")
-    return 0
+    return None
 
 
 def put(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 
-from cloud.commands import EXIT_FAILED, _aws
+from cloud.commands import _aws, confirm_deletion
 
 
 def fleet_deploy(args: argparse.Namespace) -> int:
@@ -65,7 +65,6 @@ def fleet_status(args: argparse.Namespace) -> int:
 def fleet_destroy(args: argparse.Namespace) -> int:
     """`fleet destroy`: print the plan, ask (or take --yes), delete."""
     from cloud import fleet
-    from cloud.aws import CloudError
     from cloud.deploy import execute
 
     names = args.stack_name
@@ -74,17 +73,9 @@ def fleet_destroy(args: argparse.Namespace) -> int:
     if not plan:
         print(f"Nothing to delete: stack {names.stack_name} has no fleet.")
         return 0
-    print(f"Destroying the fleet of stack {names.stack_name}:")
-    for step in plan:
-        print(f"  {step.message}")
-    if args.dry_run:
-        return 0
-    if not args.yes:
-        if not sys.stdin.isatty():
-            raise CloudError("refusing to delete without --yes when stdin is not a terminal")
-        if input("Delete these? [y/N] ").strip().lower() not in ("y", "yes"):
-            print("Nothing deleted.")
-            return EXIT_FAILED
+    heading = f"Destroying the fleet of stack {names.stack_name}:"
+    if (code := confirm_deletion(heading, plan, args)) is not None:
+        return code
     execute(aws, plan, lambda message: print(f"{message} ...", flush=True))
     print(f"Fleet {names.autoscaling_group} destroyed.")
     return 0

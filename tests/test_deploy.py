@@ -7,9 +7,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import boto3
 import pytest
-from remote_fakes import FakeRemote
+from deploy_helpers import FakeRemote, RecordingAws
 
 from cloud import iam
 from cloud.aws import Account, Aws
@@ -324,23 +323,6 @@ def test_the_agent_policy() -> None:
 
 
 # -- against the emulator --------------------------------------------------------------------------
-
-
-class RecordingAws(Aws):
-    """Aws whose every API call is recorded by operation name."""
-
-    def __init__(self) -> None:
-        session = boto3.session.Session()
-        self.calls: list[str] = []
-        session.events.register("before-call", self._record)
-        super().__init__(session)
-
-    def _record(self, model: Any, **kwargs: Any) -> None:
-        self.calls.append(model.name)
-
-    @property
-    def writes(self) -> list[str]:
-        return [c for c in self.calls if not c.startswith(("Describe", "Get", "List"))]
 
 
 @pytest.fixture

@@ -15,32 +15,16 @@ from typing import Any
 
 import boto3
 import pytest
+from deploy_helpers import RecordingAws
 
 from cloud import iam, scaling, userdata
-from cloud.aws import Account, Aws
+from cloud.aws import Account
 from cloud.cli import main as cloud_main
 from cloud.names import StackNames
 
 ACCOUNT = Account(partition="aws", region="us-east-1", account_id="123456789012")
 WHEEL = "s3://etl-dist/agent/rsql_agent-0.1.0-py3-none-any.whl"
 SCRIPTS = "s3://etl-dist/scripts/"
-
-
-class RecordingAws(Aws):
-    """Aws whose every API call is recorded by operation name."""
-
-    def __init__(self) -> None:
-        session = boto3.session.Session()
-        self.calls: list[str] = []
-        session.events.register("before-call", self._record)
-        super().__init__(session)
-
-    def _record(self, model: Any, **kwargs: Any) -> None:
-        self.calls.append(model.name)
-
-    @property
-    def writes(self) -> list[str]:
-        return [c for c in self.calls if not c.startswith(("Describe", "Get", "List"))]
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,16 @@
-"""`FakeRemote`: a `cloud.remote.RemoteState` answered from dicts, so plans are checked without
-AWS. `FakeRemote.deployed(stack)` is what a finished `rsql-cloud deploy` leaves."""
+"""Helpers of the deploy tests: `FakeRemote`, a `cloud.remote.RemoteState` answered from dicts,
+so plans are checked without AWS (`FakeRemote.deployed(stack)` is what a finished `rsql-cloud
+deploy` leaves); `RecordingAws`, an `Aws` that records every call it makes."""
 
 from __future__ import annotations
 
 import copy
 from typing import Any
 
+import boto3
+
 from cloud import iam
+from cloud.aws import Aws
 from cloud.deploy import DesiredStack
 from cloud.resources_scheduling import DLQ_RETENTION_S
 
@@ -135,3 +139,20 @@ class FakeRemote:
 
     def scaling_policy(self, group: str, name: str) -> dict[str, Any] | None:
         return self.policies.get((group, name))
+
+
+class RecordingAws(Aws):
+    """Aws whose every API call is recorded by operation name."""
+
+    def __init__(self) -> None:
+        session = boto3.session.Session()
+        self.calls: list[str] = []
+        session.events.register("before-call", self._record)
+        super().__init__(session)
+
+    def _record(self, model: Any, **kwargs: Any) -> None:
+        self.calls.append(model.name)
+
+    @property
+    def writes(self) -> list[str]:
+        return [c for c in self.calls if not c.startswith(("Describe", "Get", "List"))]
