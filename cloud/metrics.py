@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from agent.metrics import ACTIVITY_DIMENSION as ACTIVITY_DIMENSION
+
 STATES_NAMESPACE: Final = "AWS/States"
 AGENT_NAMESPACE: Final = "RSQL/Agent"
 AUTOSCALING_NAMESPACE: Final = "AWS/AutoScaling"
@@ -36,8 +38,21 @@ EXECUTIONS_FAILED: Final = "ExecutionsFailed"
 EXECUTIONS_TIMED_OUT: Final = "ExecutionsTimedOut"
 EXECUTIONS_ABORTED: Final = "ExecutionsAborted"
 EXECUTION_TIME: Final = "ExecutionTime"
-# RSQL/Agent, per fleet (Activity = the activity's name).
-ACTIVITY_DIMENSION: Final = "Activity"
+# RSQL/Agent, per fleet (ACTIVITY_DIMENSION = the activity's name); agent/metrics.py publishes
+# them (tests/test_fleet.py checks every name below against it).
+AGENT_METRICS: Final = (
+    "Slots",
+    "SlotsBusy",
+    "Utilization",
+    "Polling",
+    "JobsStarted",
+    "JobsCompleted",
+    "JobsFailed",
+    "JobsTimedOut",
+    "JobsCancelled",
+    "JobDuration",
+    "TaskWaitTime",
+)
 SLOTS: Final = "Slots"
 SLOTS_BUSY: Final = "SlotsBusy"
 UTILIZATION: Final = "Utilization"

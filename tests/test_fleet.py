@@ -302,6 +302,27 @@ def test_the_user_data_installs_the_agent_its_settings_and_the_scripts() -> None
     assert "aws s3" not in local
 
 
+def test_what_the_fleet_reads_and_writes_is_what_the_agent_publishes_and_reads() -> None:
+    from agent import metrics as agent_metrics
+    from agent.settings import ENV_PREFIX, Settings
+    from cloud import metrics
+    from cloud.deploy import DesiredStack
+    from cloud.fleet import DesiredFleet, FleetSpec
+
+    assert set(metrics.AGENT_METRICS) <= set(agent_metrics.UNITS)
+    assert Settings.model_fields["metrics_namespace"].default == metrics.AGENT_NAMESPACE
+    spec = FleetSpec(
+        subnets=("subnet-0a1b2c3d",),
+        instance_types=("m5.large",),
+        agent_source=WHEEL,
+        scripts=SCRIPTS,
+    )
+    settings = DesiredFleet(DesiredStack(StackNames("rsql"), ACCOUNT), spec).agent_settings
+    ours = [key.removeprefix(ENV_PREFIX).lower() for key in settings if key.startswith(ENV_PREFIX)]
+    assert set(ours) <= set(Settings.model_fields), set(ours) - set(Settings.model_fields)
+    assert settings["RSQL_AGENT_METRICS_LOG_GROUP"] == "/rsql/metrics"
+
+
 def test_destroy_drains_the_hosts_then_deletes_everything(
     names: StackNames, subnets: list[str], aws: Any
 ) -> None:

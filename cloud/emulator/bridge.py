@@ -36,9 +36,9 @@ tests/test_agent_metrics.py):
 14. EventBridge Scheduler takes any expression and time zone, and a schedule in a group that
     does not exist fails with HTTP 500; AWS answers ValidationException and
     ResourceNotFoundException. (moto never runs schedules: `cloud.emulator.scheduler` does.)
-14. Auto Scaling PutScalingPolicy answers `PolicyArn`, which no SDK reads; AWS answers
+15. Auto Scaling PutScalingPolicy answers `PolicyArn`, which no SDK reads; AWS answers
     `PolicyARN`, the ARN an alarm's action names.
-15. EC2 CreateLaunchTemplateVersion keeps UserData in a form a group cannot launch from (HTTP
+16. EC2 CreateLaunchTemplateVersion keeps UserData in a form a group cannot launch from (HTTP
     500 at the next launch); CreateLaunchTemplate's form is used for both.
 
 Findings about the interpreter, most kept as tests in tests/test_interpreter.py:

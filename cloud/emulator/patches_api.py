@@ -248,8 +248,10 @@ def scheduler_checks_what_aws_checks() -> None:
 
 
 def put_scaling_policy_answers_its_arn() -> None:
-    """(14) PutScalingPolicy answers `PolicyArn`, which the SDKs do not read: AWS answers
+    """(15) PutScalingPolicy answers `PolicyArn`, which the SDKs do not read: AWS answers
     `PolicyARN` (what an alarm's action names) and `Alarms`."""
+    from moto.autoscaling.responses import AutoScalingResponse
+
     original = AutoScalingResponse.put_scaling_policy
 
     def put_scaling_policy(self: Any) -> Any:
@@ -262,7 +264,7 @@ def put_scaling_policy_answers_its_arn() -> None:
 
 
 def launch_template_versions_keep_user_data() -> None:
-    """(15) CreateLaunchTemplateVersion stores UserData as plain text where CreateLaunchTemplate
+    """(16) CreateLaunchTemplateVersion stores UserData as plain text where CreateLaunchTemplate
     stores it decoded-checked; a group then launching from the new version fails with HTTP 500.
     AWS takes both alike."""
     from moto.ec2.models.launch_templates import LaunchTemplate
