@@ -261,11 +261,9 @@ class LifecycleHook(FleetResource):
         return [self.step(f"{verb} {self.kind}", "put_lifecycle_hook", wanted)]
 
     def deletion(self, remote: RemoteState) -> list[Instruction]:
-        params = {
-            "AutoScalingGroupName": self.fleet.names.autoscaling_group,
-            "LifecycleHookName": self.name,
-        }
-        return [self.step(f"Deleting {self.kind}", "delete_lifecycle_hook", params)]
+        # Not on its own: the hook must outlive the group's scale to 0, so that every host
+        # drains before it goes; deleting the group deletes its hooks.
+        return []
 
 
 def _steps(adjustments: Any) -> list[dict[str, float]]:

@@ -341,10 +341,13 @@ def test_destroy_drains_the_hosts_then_deletes_everything(
         f"Deleting CloudWatch alarm: {names.scaling_policy('out')}",
         f"Deleting scaling policy: {names.scaling_policy('out')}",
     ]
-    assert (
+    # The hook stays until the group goes: scaling to 0 drains every host through it.
+    assert lines[5:7] == [
         f"Scaling Auto Scaling group to 0 (each host drains its jobs first): "
-        f"{names.autoscaling_group}" in lines
-    )
+        f"{names.autoscaling_group}",
+        f"Deleting Auto Scaling group once its hosts are gone: {names.autoscaling_group}",
+    ]
+    assert not any("lifecycle hook" in line for line in lines)
     assert (
         aws.autoscaling.describe_auto_scaling_groups(
             AutoScalingGroupNames=[names.autoscaling_group]
