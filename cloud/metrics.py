@@ -39,20 +39,7 @@ EXECUTIONS_TIMED_OUT: Final = "ExecutionsTimedOut"
 EXECUTIONS_ABORTED: Final = "ExecutionsAborted"
 EXECUTION_TIME: Final = "ExecutionTime"
 # RSQL/Agent, per fleet (ACTIVITY_DIMENSION = the activity's name); agent/metrics.py publishes
-# them (tests/test_fleet.py checks every name below against it).
-AGENT_METRICS: Final = (
-    "Slots",
-    "SlotsBusy",
-    "Utilization",
-    "Polling",
-    "JobsStarted",
-    "JobsCompleted",
-    "JobsFailed",
-    "JobsTimedOut",
-    "JobsCancelled",
-    "JobDuration",
-    "TaskWaitTime",
-)
+# them (tests/test_fleet.py checks every name of AGENT_METRICS against it).
 SLOTS: Final = "Slots"
 SLOTS_BUSY: Final = "SlotsBusy"
 UTILIZATION: Final = "Utilization"
@@ -64,15 +51,28 @@ JOBS_TIMED_OUT: Final = "JobsTimedOut"
 JOBS_CANCELLED: Final = "JobsCancelled"
 JOB_DURATION: Final = "JobDuration"
 TASK_WAIT_TIME: Final = "TaskWaitTime"
-# AWS/AutoScaling group metrics the fleet collects.
-GROUP_METRICS: Final = (
-    "GroupDesiredCapacity",
-    "GroupInServiceInstances",
-    "GroupPendingInstances",
-    "GroupTerminatingInstances",
+AGENT_METRICS: Final = (
+    SLOTS,
+    SLOTS_BUSY,
+    UTILIZATION,
+    POLLING,
+    JOBS_STARTED,
+    JOBS_COMPLETED,
+    JOBS_FAILED,
+    JOBS_TIMED_OUT,
+    JOBS_CANCELLED,
+    JOB_DURATION,
+    TASK_WAIT_TIME,
 )
 GROUP_IN_SERVICE: Final = "GroupInServiceInstances"
 GROUP_DESIRED: Final = "GroupDesiredCapacity"
+# AWS/AutoScaling group metrics the fleet collects.
+GROUP_METRICS: Final = (
+    GROUP_DESIRED,
+    GROUP_IN_SERVICE,
+    "GroupPendingInstances",
+    "GroupTerminatingInstances",
+)
 
 
 def metric(namespace: str, name: str, dimensions: dict[str, str]) -> dict[str, Any]:
