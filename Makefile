@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-scale lint bench clean
 
 install: $(STAMP)
 
@@ -19,7 +19,11 @@ demo: install
 	$(BIN)/rsql-cloud demo
 
 test: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not scale"
+
+# Runs at AWS's limits (5,000 jobs, 25,000 history events): minutes each.
+test-scale: install
+	$(BIN)/pytest -q -m scale
 
 lint: install
 	$(BIN)/ruff check agent cloud tests bench

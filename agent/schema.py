@@ -68,8 +68,8 @@ class Config:
     # Optional: {"expression", "timezone", "enabled"}; `workflow put` keeps an EventBridge
     # Scheduler schedule of the same name in step with it. The state machine ignores it.
     SCHEDULE: Final = "schedule"
-    # Written by `workflow put` so the state machine can copy the flat job list into the
-    # workflow audit row without flattening lists in ASL.
+    # In items written before plans: the flat job list (the state machine now flattens the
+    # stages' scripts itself). Read past, never written.
     RSQL_JOBS: Final = "rsql_jobs"
     # Scripts written for the AWS sample get `<dir with get_redshift_creds.sh> <secret id>` as
     # their arguments: per workflow, per stage overriding it.
@@ -78,6 +78,8 @@ class Config:
     # machine, which cannot turn a DynamoDB map into plain JSON (written by `workflow put`).
     VARIABLES: Final = "variables"
     VARIABLES_JSON: Final = "variables_json"
+    # Per stage, written by `workflow put`: how the state machine runs it (cloud/plan.py).
+    PLAN: Final = "plan"
     # The lock that keeps one workflow from running twice at once: the execution holding it.
     RUNNING_EXECUTION_ID: Final = "running_execution_id"
 

@@ -10,9 +10,9 @@ all of them at once, and unknown fields are errors: a typo in an optional field 
 silently fall back to the default.
 
 `Workflow.to_item()` is the DynamoDB item the state machine reads: native types, every default
-filled in (the state machine reads `max_parallel`, `timeout_seconds`, `heartbeat_seconds` and
-`rsql_jobs` unconditionally, ASL has no defaults) and `rsql_jobs`, the flat job list, because
-flattening lists in ASL is not possible.
+filled in (the state machine reads `timeout_seconds` and `heartbeat_seconds` unconditionally,
+ASL has no defaults) and each stage's `plan` (`cloud/plan.py`): how the state machine runs it.
+A workflow that cannot run within AWS's limits is refused here too (`cloud/sizing.py`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ from pydantic_core import ErrorDetails
 from agent import items
 from agent.schema import Config as C
 from cloud import schedule_expressions
+from cloud import sizing
 from cloud.aws import CloudError
+from cloud.plan import plan_workflow
 
 DEFAULT_TIMEOUT_SECONDS: Final = 86_400
 DEFAULT_HEARTBEAT_SECONDS: Final = 60
@@ -163,6 +165,10 @@ class Workflow(_Model):
         problems = [*self._duplicate_jobs(), *self._misplaced_settings()]
         if problems:
             raise ValueError("\n".join(problems))
+        # Only a workflow that is otherwise valid can be planned and measured.
+        problems = sizing.problems(self)
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
     def _duplicate_jobs(self) -> list[str]:
@@ -201,21 +207,27 @@ class Workflow(_Model):
         return problems
 
     def to_item(self) -> dict[str, Any]:
-        """The config table item: native DynamoDB types, every default filled in."""
+        """The config table item: native DynamoDB types, every default filled in, and each
+        stage's plan."""
         # The model's field names are the item's attribute names (`from_item` relies on it). A
         # stage without its own legacy_args has no such attribute: the state machine then fills
         # in the workflow's. `variables_json` is the map as the state machine hands it on.
         values = self.model_dump(exclude_none=True)
-        values[C.RSQL_JOBS] = self.job_names
         values[C.VARIABLES_JSON] = json.dumps(self.variables, sort_keys=True)
+        for stage, plan in zip(values[C.WORKFLOW_STAGES], plan_workflow(self), strict=True):
+            stage[C.PLAN] = plan.to_values()
         return items.to_item(values)
 
     @classmethod
     def from_item(cls, item: dict[str, Any], source: str = "config item") -> Workflow:
-        """The reverse of `to_item` (the lock and the derived job list are not config)."""
+        """The reverse of `to_item` (the lock, the plans and the job list that items written
+        before plans had are not config)."""
         plain = items.from_item(item)
         for name in (C.RSQL_JOBS, C.RUNNING_EXECUTION_ID, C.VARIABLES_JSON):
             plain.pop(name, None)
+        for stage in plain.get(C.WORKFLOW_STAGES) or []:
+            if isinstance(stage, dict):
+                stage.pop(C.PLAN, None)
         return parse_workflow(plain, source)
 
 

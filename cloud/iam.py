@@ -2,8 +2,11 @@
 
 The state machine's inline policy is derived from the rendered definition itself: every
 DynamoDB and SNS service integration in it contributes exactly its action on exactly its
-resource, and a resource no rule here knows is an error rather than a silently missing (or
-silently broad) permission. Activity tasks need no IAM on the state machine's side.
+resource, a `states:startExecution` of the state machine itself (a wide or long stage runs in
+child executions) contributes StartExecution on it and, for `.sync`, what AWS documents the
+wait needs (DescribeExecution and StopExecution of its executions, its EventBridge rule), and a
+resource no rule here knows is an error rather than a silently missing (or silently broad)
+permission. Activity tasks need no IAM on the state machine's side.
 
 The agent's host policy is built for operators to attach to the hosts' instance role
 (`rsql-cloud iam agent-policy`); deploy does not create that role, the hosts' owners do.
@@ -31,6 +34,13 @@ _DYNAMODB_TASK_RE: Final = re.compile(
 )
 _SNS_PUBLISH_RE: Final = re.compile(r"^arn:[a-z-]+:states:::sns:publish$")
 _ACTIVITY_RE: Final = re.compile(r"^arn:[a-z-]+:states:[^:]*:\d*:activity:.+$")
+_START_EXECUTION_RE: Final = re.compile(
+    r"^arn:[a-z-]+:states:::states:startExecution(\.sync(?::2)?)?$"
+)
+# The state machine's own ARN, from the context object: how it starts itself.
+_ITSELF: Final = "$$.StateMachine.Id"
+# The managed rule through which Step Functions learns that a `.sync` child has ended.
+SYNC_EVENTS_RULE: Final = "rule/StepFunctionsGetEventsForStepFunctionsExecutionRule"
 
 
 class PolicyError(CloudError):
@@ -148,6 +158,7 @@ def state_machine_policy(
     }
     topic = topic_arn(account, names)
     actions: dict[str, set[str]] = {}
+    children = {"start": False, "sync": False}
     for where, state in _task_states(definition, ""):
         resource = str(state.get("Resource", ""))
         parameters = state.get("Parameters") or {}
@@ -164,6 +175,14 @@ def state_machine_policy(
             if parameters.get("TopicArn") != topic:
                 raise PolicyError(f"state {where}: publishes to a topic other than {topic}")
             actions.setdefault(topic, set()).add("sns:Publish")
+        elif match := _START_EXECUTION_RE.match(resource):
+            if parameters.get("StateMachineArn.$") != _ITSELF:
+                raise PolicyError(
+                    f"state {where}: starts a state machine other than itself "
+                    f"(StateMachineArn.$ must be {_ITSELF})"
+                )
+            children["start"] = True
+            children["sync"] |= bool(match.group(1))
         elif not _ACTIVITY_RE.match(resource):
             raise PolicyError(
                 f"state {where}: no least-privilege rule for resource {resource!r} in cloud/iam.py"
@@ -174,7 +193,37 @@ def state_machine_policy(
             statements.append(_allow(sid, actions[table], [table_arn(account, table)]))
     if topic in actions:
         statements.append(_allow("NotificationTopic", actions[topic], [topic]))
+    statements += _child_statements(account, names, **children)
     return {"Version": POLICY_VERSION, "Statement": statements}
+
+
+def _child_statements(account: Account, names: StackNames, start: bool, sync: bool) -> list[Any]:
+    """Starting its own child executions; waiting for them (`.sync`) as AWS documents it."""
+    if not start:
+        return []
+    statements = [
+        _allow(
+            "StartChildExecutions", {"states:StartExecution"}, [state_machine_arn(account, names)]
+        )
+    ]
+    if sync:
+        # Execution names are not known in advance: every execution of this state machine.
+        executions = account.arn("states", f"execution:{names.state_machine}:*")
+        statements.append(
+            _allow(
+                "WatchChildExecutions",
+                {"states:DescribeExecution", "states:StopExecution"},
+                [executions],
+            )
+        )
+        statements.append(
+            _allow(
+                "WatchChildExecutionsEvents",
+                {"events:PutTargets", "events:PutRule", "events:DescribeRule"},
+                [account.arn("events", SYNC_EVENTS_RULE)],
+            )
+        )
+    return statements
 
 
 def agent_policy(names: StackNames, account: Account, secret_id: str) -> dict[str, Any]:

@@ -80,13 +80,12 @@ def test_the_aws_sample_item_is_accepted_as_it_is(path: Path) -> None:
     assert workflow.job_names == [f"rsql_blog_script_{n}.sh" for n in range(1, 7)]
 
 
-def test_to_item_has_native_types_every_default_and_the_job_list() -> None:
+def test_to_item_has_native_types_every_default_and_each_stages_plan() -> None:
     item = parse_workflow(sample()).to_item()
     assert item == {
         "workflow_id": {"S": "wf"},
         "workflow_description": {"S": "test"},
         "heartbeat_seconds": {"N": str(DEFAULT_HEARTBEAT_SECONDS)},
-        "rsql_jobs": {"L": [{"S": "a.sh"}, {"S": "b.sh"}, {"S": "c.sh"}, {"S": "d.sh"}]},
         "legacy_args": {"BOOL": False},
         "variables": {"M": {}},
         "variables_json": {"S": "{}"},
@@ -100,11 +99,21 @@ def test_to_item_has_native_types_every_default_and_the_job_list() -> None:
                         "stage_description": {"S": description},
                         "max_parallel": {"N": "0"},
                         "timeout_seconds": {"N": str(DEFAULT_TIMEOUT_SECONDS)},
+                        # Two small stages run in the run's own execution: one job at a time
+                        # for the sequential one, both at once for the parallel one.
+                        "plan": {
+                            "M": {
+                                "mode": {"S": "inline"},
+                                "jobs_at_once": {"N": at_once},
+                                "chunk_size": {"N": "2"},
+                                "chunks_at_once": {"N": "1"},
+                            }
+                        },
                     }
                 }
-                for kind, a, b, description in (
-                    ("sequential", "a.sh", "b.sh", "one"),
-                    ("parallel", "c.sh", "d.sh", "two"),
+                for kind, a, b, description, at_once in (
+                    ("sequential", "a.sh", "b.sh", "one", "1"),
+                    ("parallel", "c.sh", "d.sh", "two", "2"),
                 )
             ]
         },

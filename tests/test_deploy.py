@@ -256,8 +256,31 @@ def test_the_state_machine_policy_is_exactly_what_the_definition_uses() -> None:
             "Action": ["sns:Publish"],
             "Resource": ["arn:aws:sns:us-east-1:123456789012:rsql-notifications"],
         },
+        # A wide or long stage runs in child executions of the state machine itself.
+        {
+            "Sid": "StartChildExecutions",
+            "Effect": "Allow",
+            "Action": ["states:StartExecution"],
+            "Resource": ["arn:aws:states:us-east-1:123456789012:stateMachine:rsql-workflow"],
+        },
+        {
+            "Sid": "WatchChildExecutions",
+            "Effect": "Allow",
+            "Action": ["states:DescribeExecution", "states:StopExecution"],
+            "Resource": ["arn:aws:states:us-east-1:123456789012:execution:rsql-workflow:*"],
+        },
+        {
+            "Sid": "WatchChildExecutionsEvents",
+            "Effect": "Allow",
+            "Action": ["events:DescribeRule", "events:PutRule", "events:PutTargets"],
+            "Resource": [
+                "arn:aws:events:us-east-1:123456789012:rule/"
+                "StepFunctionsGetEventsForStepFunctionsExecutionRule"
+            ],
+        },
     ]
-    assert "*" not in json.dumps(policy)
+    # The one wildcard: the names of its own executions, not known in advance.
+    assert json.dumps(policy).count("*") == 1
 
 
 def test_the_trust_policy_names_only_step_functions() -> None:
@@ -273,6 +296,11 @@ def test_the_trust_policy_names_only_step_functions() -> None:
         ("arn:aws:states:::dynamodb:putItem", {"TableName": "other"}, "not one of the stack's"),
         ("arn:aws:states:::dynamodb:putItem", {"TableName.$": "$.t"}, "not one of the stack's"),
         ("arn:aws:states:::sns:publish", {"TopicArn": "arn:aws:sns:x:1:t"}, "other than"),
+        (
+            "arn:aws:states:::states:startExecution.sync:2",
+            {"StateMachineArn": "arn:aws:states:us-east-1:123456789012:stateMachine:other"},
+            "other than itself",
+        ),
     ],
 )
 def test_an_integration_without_a_rule_is_refused(

@@ -40,6 +40,23 @@ tests/test_agent_metrics.py):
     `PolicyARN`, the ARN an alarm's action names.
 16. EC2 CreateLaunchTemplateVersion keeps UserData in a form a group cannot launch from (HTTP
     500 at the next launch); CreateLaunchTemplate's form is used for both.
+17. A Map worker takes each next item by recursion: a Map of about 1,000 items per worker (a
+    sequential stage of 1,000 jobs) dies of RecursionError and its execution hangs.
+
+AWS's limits, which moto does not enforce (`patches_limits.py`; tests in tests/test_limits.py):
+a. An inline Map runs at most 40 iterations at once (MaxConcurrency 0 or above 40 included).
+b. An execution's history holds at most 25,000 events: event 25,000 is ExecutionSucceeded, or
+   ExecutionFailed with `States.Runtime`, "The execution reached the maximum number of history
+   events (25000).", and the execution ends FAILED.
+c. 262,144 bytes of JSON per state input (after Parameters) or output: States.DataLimitExceeded,
+   which States.ALL does not catch; StartExecution refuses a larger input (ValidationException).
+
+The `states:startExecution` integration (`patches_nested.py`; tests in tests/test_nested.py),
+which runs a wide or long stage in child executions of the state machine itself:
+d. Its parameters reach boto3 under ASL's names (every such Task fails with States.Runtime) and
+   its answers are boto3's, not the optimized integration's (`ExecutionArn`, `Output`, ...).
+e. A `.sync` Task that ends before its child (stopped, failed, or given up by its Map) leaves the
+   child running; AWS stops it.
 
 Findings about the interpreter, most kept as tests in tests/test_interpreter.py:
 - Its own service integrations (dynamodb:getItem/putItem/updateItem with condition and update
@@ -93,6 +110,8 @@ def apply(poll_wait_s: float | None = None) -> ActivityHub:
     from cloud.emulator import autoscaling, emf
     from cloud.emulator import patches_api as api
     from cloud.emulator import patches_interpreter as interpreter
+    from cloud.emulator import patches_limits as limits
+    from cloud.emulator import patches_nested as nested
 
     if poll_wait_s is None:
         poll_wait_s = float(os.environ.get(POLL_WAIT_ENV, DEFAULT_POLL_WAIT_S))
@@ -105,6 +124,16 @@ def apply(poll_wait_s: float | None = None) -> ActivityHub:
     interpreter.stopped_executions_stay_aborted(hub)
     interpreter.prune_finished_threads()
     interpreter.context_object_timestamps()
+    interpreter.map_workers_loop()
+    limits.inline_map_runs_at_most_40_iterations()
+    limits.history_stops_at_25000_events(hub)
+    limits.data_limit_is_terminal()
+    limits.payload_limit_is_262144_bytes()
+    limits.task_input_within_the_payload_limit()
+    limits.execution_input_within_the_payload_limit()
+    nested.start_execution_parameters_as_boto3_names_them()
+    nested.start_execution_answers_as_aws_does()
+    nested.abandoned_children_are_stopped()
     api.activity_tokens_answer_from_the_hub(hub)
     api.get_activity_task_long_polls_the_hub(hub)
     api.stop_execution_aborts_at_once(hub)

@@ -14,6 +14,9 @@ from typing import Any
 
 from moto.stepfunctions.parser.api import ActivityDoesNotExist
 from moto.stepfunctions.parser.asl.component.state import state as state_module
+from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration import (
+    iteration_worker,
+)
 from moto.stepfunctions.parser.asl.component.state.exec.state_task import (
     state_task_activitiy,
 )
@@ -183,3 +186,33 @@ def stopped_executions_stay_aborted(hub: ActivityHub) -> None:
         hub.close_execution(self.execution.exec_arn)
 
     comm_cls._reflect_execution_status = reflect_execution_status
+
+
+def map_workers_loop() -> None:
+    """(17) A Map worker takes its next item by calling itself: past about 1,000 items per
+    worker (a sequential stage of 1,000 jobs) the thread dies of RecursionError and the
+    execution hangs. The same steps, in a loop."""
+    worker_cls: Any = iteration_worker.IterationWorker
+
+    def eval_pool(self: Any, job: Any, worker_frame: Any) -> None:
+        while job is not None:
+            job_frame = worker_frame.open_inner_frame()
+            self._eval_job(env=job_frame, job=job)
+            worker_frame.close_frame(job_frame)
+            if isinstance(job.job_output, Exception) or self.stopped():
+                break  # the Map fails, or was stopped: this worker takes no more items
+            next_job = self._job_pool.next_job()
+            if next_job is None:
+                # The last item's events are what the Map's next events follow.
+                worker_frame.event_history_context.source_event_id = (
+                    job_frame.event_history_context.last_published_event_id
+                )
+                break
+            self._job_pool.close_job(job)
+            job = next_job
+        # The frame closes before the job: the Map waits for its jobs, not for its workers.
+        self._env.close_frame(worker_frame)
+        if job is not None:
+            self._job_pool.close_job(job)
+
+    worker_cls._eval_pool = eval_pool
