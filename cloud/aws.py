@@ -8,6 +8,7 @@ line, never a traceback.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -15,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Final
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
+
+from agent.schema import iso_utc_ms
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -115,3 +118,8 @@ class Aws:
         identity = self._client("sts").get_caller_identity()
         partition = self.session.get_partition_for_region(self.region)
         return Account(partition=partition, region=self.region, account_id=identity["Account"])
+
+
+def iso_or_none(moment: Any) -> str | None:
+    """A date of an AWS answer (boto3 gives datetimes) as our timestamps read; None if absent."""
+    return iso_utc_ms(moment.timestamp()) if isinstance(moment, dt.datetime) else None

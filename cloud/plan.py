@@ -37,15 +37,14 @@ HISTORY_BUDGET: Final = MAX_HISTORY_EVENTS * 4 // 5
 # A child's input carries its chunk's job names; the `.sync:2` answer carries that input back.
 CHUNK_INPUT_BUDGET_BYTES: Final = 128 * 1024
 
-# History events, as the state machine writes them (tests/test_plan_e2e.py counts a real run's
-# history and checks these against it).
-EVENTS_PER_RUN: Final = 32  # start, config, audit row, lock, end, notify, ...
-EVENTS_PER_STAGE: Final = 12  # its Map iteration, the two Choices, its own Map's events
-EVENTS_PER_SKIPPED_STAGE: Final = 8
+# History events of a successful run, as the state machine writes them (tests/test_wide_e2e.py
+# checks them against real histories).
+EVENTS_PER_RUN: Final = 48  # start, input, config, audit row, lock, the stages' Map, end, ...
+EVENTS_PER_STAGE: Final = 10  # its iteration, two Choices, its Map (RunJobs or RunChunks)
+EVENTS_PER_SKIPPED_STAGE: Final = 6  # its iteration, a Choice, a Pass
 EVENTS_PER_INLINE_JOB: Final = 7  # iteration, Task entered/exited, activity scheduled/started/done
-EVENTS_PER_RETRY: Final = 3
 EVENTS_PER_CHUNK: Final = 8  # in the run: iteration, Task entered/scheduled/started/submitted/...
-EVENTS_PER_CHILD: Final = 16  # a child's own: start, its Choices and Maps, end
+EVENTS_PER_CHILD: Final = 12  # a child's own besides its stage's: start, Choices, Maps, end
 MAX_CHUNK_JOBS: Final = (HISTORY_BUDGET - EVENTS_PER_CHILD - EVENTS_PER_STAGE) // (
     EVENTS_PER_INLINE_JOB
 )

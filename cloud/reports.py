@@ -3,17 +3,18 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from agent import schema
 from agent.items import from_item, to_item
 from agent.schema import JobAudit as J
 from agent.schema import WorkflowAudit as W
-from cloud.aws import CloudError
+from cloud.aws import CloudError, iso_or_none
+from cloud.children import Child, child_executions, summary
 from cloud.config import Workflow
+from cloud.plan import CHILDREN, plan_workflow
 from cloud.stack import Stack, input_workflow_id
 
 NOT_RUN: Final = "-"
@@ -133,6 +134,7 @@ class RunStatus:
     workflow_row: dict[str, Any] | None
     execution: dict[str, Any] | None
     jobs: list[JobStatus]
+    children: list[Child] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         execution = None
@@ -140,8 +142,8 @@ class RunStatus:
             execution = {
                 "execution_arn": self.execution.get("executionArn"),
                 "status": self.execution.get("status"),
-                "start_date": _iso(self.execution.get("startDate")),
-                "stop_date": _iso(self.execution.get("stopDate")),
+                "start_date": iso_or_none(self.execution.get("startDate")),
+                "stop_date": iso_or_none(self.execution.get("stopDate")),
                 "error": self.execution.get("error"),
                 "cause": self.execution.get("cause"),
             }
@@ -151,11 +153,8 @@ class RunStatus:
             "workflow": self.workflow_row,
             "execution": execution,
             "jobs": [job.to_dict() for job in self.jobs],
+            "child_executions": [child.to_dict() for child in self.children],
         }
-
-
-def _iso(moment: Any) -> str | None:
-    return schema.iso_utc_ms(moment.timestamp()) if isinstance(moment, dt.datetime) else None
 
 
 def run_status(stack: Stack, execution_name: str) -> RunStatus:
@@ -177,8 +176,16 @@ def run_status(stack: Stack, execution_name: str) -> RunStatus:
     if workflow is not None and workflow.job_names != jobs:
         workflow = None
     rows = job_rows(stack, jobs, execution_name) if jobs else {}
+    # Only a run that has stages in child executions has children to look up.
+    in_children = workflow is None or any(p.mode == CHILDREN for p in plan_workflow(workflow))
+    children = child_executions(stack, execution_name) if described and in_children else []
     return RunStatus(
-        execution_name, workflow_id, row, described, job_statuses(workflow, jobs, rows)
+        execution_name,
+        workflow_id,
+        row,
+        described,
+        job_statuses(workflow, jobs, rows),
+        children,
     )
 
 
@@ -199,7 +206,16 @@ def status_lines(report: RunStatus) -> list[str]:
         value = row.get(key) or execution.get(key)
         if value:
             lines.append(f"{label:<12}" + str(value).replace("\n", "\n" + " " * 12))
+    if report.children:
+        lines.append(f"Children    {summary(report.children)}")
+        lines += [f"            {_child_line(child)}" for child in report.children]
     return [*lines, "", *_job_table(report.jobs)]
+
+
+def _child_line(child: Child) -> str:
+    stage = "-" if child.stage_index is None else str(child.stage_index + 1)
+    jobs = f"{child.jobs[0]} .. {child.jobs[-1]} ({len(child.jobs)} jobs)" if child.jobs else "-"
+    return f"{child.status:<9} stage {stage}  {jobs}  {child.name}"
 
 
 def _job_table(jobs: list[JobStatus]) -> list[str]:
