@@ -220,7 +220,7 @@ def _add_workflow(commands: Any) -> None:
         verbs,
         "validate",
         handlers.validate,
-        "only validate a workflow config file (no AWS calls)",
+        "validate a workflow config file and show what it asks of AWS's limits (no AWS calls)",
         "rsql-cloud workflow validate rsql_scripts/blog_test_workflow.json",
     )
     check.add_argument("file", type=Path, metavar="FILE.json")

@@ -148,16 +148,25 @@ def put(args: argparse.Namespace) -> int:
 
 
 def validate(args: argparse.Namespace) -> int:
-    """`workflow validate`: only validate a config file."""
-    from cloud.config import load_workflow_file
+    """`workflow validate`: validate a config file, and say what it asks of AWS's limits."""
+    from cloud.config import ConfigError, load_workflow_file
+    from cloud.sizing import report_lines, size_report
 
-    workflow = load_workflow_file(args.file)
+    workflow = load_workflow_file(args.file, within_limits=False)
+    report = size_report(workflow)
+    verdict = "workflow" if report.problems else "valid workflow"
     print(
-        f"{args.file}: valid workflow {workflow.workflow_id} ({len(workflow.workflow_stages)} "
-        f"stages, {len(workflow.job_names)} jobs)"
+        f"{args.file}: {verdict} {workflow.workflow_id} ({len(workflow.workflow_stages)} "
+        f"stages, {report.jobs} jobs)"
     )
     if workflow.schedule is not None:
         print(f"  schedule: {_schedule_summary(workflow)}")
+    for line in report_lines(workflow, report):
+        print(line)
+    for note in report.notes:
+        _stderr(f"note: {note}")
+    if report.problems:
+        raise ConfigError(str(args.file), report.problems)
     return 0
 
 

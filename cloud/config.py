@@ -165,10 +165,6 @@ class Workflow(_Model):
         problems = [*self._duplicate_jobs(), *self._misplaced_settings()]
         if problems:
             raise ValueError("\n".join(problems))
-        # Only a workflow that is otherwise valid can be planned and measured.
-        problems = sizing.problems(self)
-        if problems:
-            raise ValueError("\n".join(problems))
         return self
 
     def _duplicate_jobs(self) -> list[str]:
@@ -231,16 +227,22 @@ class Workflow(_Model):
         return parse_workflow(plain, source)
 
 
-def parse_workflow(data: Any, source: str = "workflow") -> Workflow:
-    """Validate plain JSON data; raise ConfigError listing every mistake."""
+def parse_workflow(data: Any, source: str = "workflow", *, within_limits: bool = True) -> Workflow:
+    """Validate plain JSON data; raise ConfigError listing every mistake, and (unless
+    `within_limits` is False) every way it would not run within AWS's limits."""
     try:
-        return Workflow.model_validate(data)
+        workflow = Workflow.model_validate(data)
     except ValidationError as exc:
         problems = [line for error in exc.errors() for line in _describe(error)]
         raise ConfigError(source, problems) from None
+    # Only a workflow that is otherwise valid can be planned and measured.
+    problems = sizing.problems(workflow) if within_limits else []
+    if problems:
+        raise ConfigError(source, problems)
+    return workflow
 
 
-def load_workflow_file(path: Path) -> Workflow:
+def load_workflow_file(path: Path, *, within_limits: bool = True) -> Workflow:
     """Read and validate a workflow file; unreadable files and bad JSON are ConfigErrors."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -255,7 +257,7 @@ def load_workflow_file(path: Path) -> Workflow:
         ) from None
     except _DuplicateKey as exc:
         raise ConfigError(str(path), [str(exc)]) from None
-    return parse_workflow(data, str(path))
+    return parse_workflow(data, str(path), within_limits=within_limits)
 
 
 class _DuplicateKey(ValueError):

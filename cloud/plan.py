@@ -116,7 +116,7 @@ def _children(stage: Stage) -> StagePlan:
     jobs = len(stage.scripts)
     lanes, per_lane = split_width(min(wanted_at_once(stage), MAX_STAGE_AT_ONCE))
     # Every name as the child's input holds it: {"S":"name"} and a comma.
-    widest_name = max(len(_json_string(name)) + 8 for name in stage.scripts)
+    widest_name = max(len(_json_string(name)) + 7 for name in stage.scripts)
     chunk_size = max(
         1,
         min(
@@ -159,5 +159,5 @@ def child_history_events(plan: StagePlan) -> int:
     return EVENTS_PER_CHILD + EVENTS_PER_STAGE + plan.chunk_size * EVENTS_PER_INLINE_JOB
 
 
-def _json_string(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False)
+def _json_string(text: str) -> bytes:
+    return json.dumps(text, ensure_ascii=False).encode("utf-8")

@@ -25,7 +25,12 @@ from cloud.plan import (
     run_history_events,
     wanted_at_once,
 )
-from cloud.quotas import MAX_HISTORY_EVENTS, MAX_ITEM_BYTES, MAX_PAYLOAD_BYTES
+from cloud.quotas import (
+    INLINE_MAP_MAX_CONCURRENCY,
+    MAX_HISTORY_EVENTS,
+    MAX_ITEM_BYTES,
+    MAX_PAYLOAD_BYTES,
+)
 
 if TYPE_CHECKING:
     from cloud.config import Workflow
@@ -49,7 +54,7 @@ class SizeReport:
     child_events: int
     largest_payload_bytes: int
     largest_payload_where: str
-    item_bytes: int
+    item_bytes: int  # the larger of the config item and a failed run's workflow audit row
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -70,7 +75,7 @@ def size_report(workflow: Workflow) -> SizeReport:
         child_events=max((child_history_events(p) for p in plans), default=0),
         largest_payload_bytes=largest,
         largest_payload_where=where,
-        item_bytes=item_bytes(item),
+        item_bytes=max(item_bytes(item), item_bytes(_audit_row(workflow, failed=True))),
     )
     report.problems.extend(_problems(workflow, report))
     report.notes.extend(_notes(workflow, report))
@@ -99,8 +104,8 @@ def _problems(workflow: Workflow, report: SizeReport) -> list[str]:
         )
     if report.item_bytes > MAX_ITEM_BYTES:
         found.append(
-            f"the config item would be {_kb(report.item_bytes)}, above DynamoDB's "
-            f"{_kb(MAX_ITEM_BYTES)} per item: {_SPLIT_FIX}"
+            f"the config item or a run's workflow audit row would be {_kb(report.item_bytes)}, "
+            f"above DynamoDB's {_kb(MAX_ITEM_BYTES)} per item: {_SPLIT_FIX}"
         )
     if report.run_events > MAX_HISTORY_EVENTS:
         found.append(
@@ -127,16 +132,48 @@ def _notes(workflow: Workflow, report: SizeReport) -> list[str]:
     return found
 
 
+def report_lines(workflow: Workflow, report: SizeReport) -> list[str]:
+    """What `workflow validate` prints: the figures against the limits, then each stage's plan."""
+    if report.widest_stage < 0:
+        widest = "every stage is disabled"
+    else:
+        plan = report.plans[report.widest_stage]
+        widest = f"stage {report.widest_stage + 1}: {plan.at_once} jobs at once"
+    child = f", at most ~{report.child_events:,} in a child" if report.child_events else ""
+    lines = [
+        f"  widest stage     {widest} (limits: {INLINE_MAP_MAX_CONCURRENCY} in the run, "
+        f"{MAX_STAGE_AT_ONCE:,} in child executions)",
+        f"  history events   ~{report.run_events:,} in the run{child}, of "
+        f"{MAX_HISTORY_EVENTS:,} per execution (a retry adds 3)",
+        f"  largest state    {_kb(report.largest_payload_bytes)} of {_kb(MAX_PAYLOAD_BYTES)} "
+        f"({report.largest_payload_where})",
+        f"  largest item     {_kb(report.item_bytes)} of {_kb(MAX_ITEM_BYTES)} (config item, "
+        "workflow audit row)",
+    ]
+    for index, (stage, plan) in enumerate(zip(workflow.workflow_stages, report.plans, strict=True)):
+        kind = stage.execution_type if stage.enabled else f"{stage.execution_type}, disabled"
+        lines.append(f"  stage {index + 1:<10} {describe_plan(kind, plan)}")
+    return lines
+
+
 def describe_plan(stage_kind: str, plan: StagePlan) -> str:
     """One stage's plan in words: `inline, 25 at once` / `4 children of 250 jobs, ...`."""
+    jobs = _count(plan.jobs, "job")
     if plan.mode != CHILDREN:
-        how = "one at a time" if plan.jobs_at_once == 1 else f"{plan.jobs_at_once} at once"
-        return f"{stage_kind}, {plan.jobs} jobs, in the run: {how}"
+        how = "one at a time" if plan.at_once == 1 else f"{plan.at_once} at once"
+        return f"{stage_kind}, {jobs} in the run, {how}"
+    where = f"in {_count(plan.chunks, 'child execution')} of up to {plan.chunk_size}"
+    if plan.at_once == 1:
+        return f"{stage_kind}, {jobs} {where}, one at a time"
+    lanes = min(plan.chunks_at_once, plan.chunks)
     return (
-        f"{stage_kind}, {plan.jobs} jobs, in {plan.chunks} child executions of up to "
-        f"{plan.chunk_size} jobs: {min(plan.chunks_at_once, plan.chunks)} at once x "
-        f"{plan.jobs_at_once} jobs = {plan.at_once} at once"
+        f"{stage_kind}, {jobs} {where}, {plan.at_once} at once "
+        f"({lanes} {'child' if lanes == 1 else 'children'} x {plan.jobs_at_once})"
     )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 # -- the states the state machine will hold -----------------------------------------------------
@@ -151,7 +188,7 @@ def _payloads(workflow: Workflow, plans: list[StagePlan], item: dict[str, Any]) 
     }
     projected = {k: item[k] for k in (C.WORKFLOW_ID, C.WORKFLOW_STAGES, C.HEARTBEAT_SECONDS)}
     loaded = {**run, "config": {"Item": projected}, "error": _FAILURE}
-    record_start = {"TableName": "x" * 255, "Item": _audit_row(workflow)}
+    record_start = {"TableName": "x" * 255, "Item": _audit_row(workflow, failed=False)}
     sizes = {
         "the run's state from LoadConfig on": payload_bytes(loaded),
         "RecordStart's workflow audit row": payload_bytes(record_start),
@@ -199,20 +236,24 @@ def _stage_payloads(
     return sizes
 
 
-def _audit_row(workflow: Workflow) -> dict[str, Any]:
-    return items.to_item(
-        {
-            "workflow_execution_id": _LONGEST_NAME,
-            "workflow_id": workflow.workflow_id,
-            "execution_status": "Completed",
-            "execution_start_ts": "2026-11-27T08:01:02.123Z",
-            "execution_end_ts": "2026-11-27T08:01:02.123Z",
-            "rsql_jobs": workflow.job_names,
-            "restart_of": _LONGEST_NAME,
-            "error": _FAILURE["Error"],
-            "cause": _FAILURE["Cause"],
-        }
-    )
+def _audit_row(workflow: Workflow, *, failed: bool) -> dict[str, Any]:
+    """The workflow audit row as RecordStart writes it; `failed`: as MarkFailed leaves it."""
+    row: dict[str, Any] = {
+        "workflow_execution_id": _LONGEST_NAME,
+        "workflow_id": workflow.workflow_id,
+        "execution_status": "Running",
+        "execution_start_ts": "2026-11-27T08:01:02.123Z",
+        "rsql_jobs": workflow.job_names,
+        "restart_of": _LONGEST_NAME,
+    }
+    if failed:
+        row.update(
+            execution_status="Failed",
+            execution_end_ts="2026-11-27T08:01:02.123Z",
+            error=_FAILURE["Error"],
+            cause=_FAILURE["Cause"],
+        )
+    return items.to_item(row)
 
 
 def payload_bytes(value: Any) -> int:

@@ -159,7 +159,7 @@ def test_put_again_keeps_the_running_lock_and_drops_stale_attributes(
     assert "running as execution exec-holding" in capsys.readouterr().err
     item = config_item(aws, names, "wf-relock")
     assert item["running_execution_id"] == {"S": "exec-holding"}
-    assert item["rsql_jobs"] == {"L": [{"S": "b.sh"}]}
+    assert item["workflow_stages"]["L"][0]["M"]["scripts"] == {"L": [{"S": "b.sh"}]}
     assert "leftover" not in item
 
 
