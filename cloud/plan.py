@@ -40,7 +40,10 @@ CHUNK_INPUT_BUDGET_BYTES: Final = 128 * 1024
 # History events of a successful run, as the state machine writes them (tests/test_wide_e2e.py
 # checks them against real histories).
 EVENTS_PER_RUN: Final = 48  # start, input, config, audit row, lock, the stages' Map, end, ...
-EVENTS_PER_STAGE: Final = 10  # its iteration, two Choices, its Map (RunJobs or RunChunks)
+# A stage's iteration, four Choices (enabled, legacy_args, plan, mode), StageSettings, its Map
+# (RunJobs or RunChunks); 2 more for a stage that takes the workflow's legacy_args.
+EVENTS_PER_STAGE: Final = 16
+EVENTS_TO_INHERIT_LEGACY_ARGS: Final = 2
 EVENTS_PER_SKIPPED_STAGE: Final = 6  # its iteration, a Choice, a Pass
 EVENTS_PER_INLINE_JOB: Final = 7  # iteration, Task entered/exited, activity scheduled/started/done
 EVENTS_PER_CHUNK: Final = 8  # in the run: iteration, Task entered/scheduled/started/submitted/...
@@ -145,15 +148,20 @@ def run_history_events(workflow: Workflow, plans: list[StagePlan]) -> int:
     for stage, plan in zip(workflow.workflow_stages, plans, strict=True):
         if not stage.enabled:
             events += EVENTS_PER_SKIPPED_STAGE
-        elif plan.mode == INLINE:
-            events += EVENTS_PER_STAGE + plan.jobs * EVENTS_PER_INLINE_JOB
+            continue
+        events += EVENTS_PER_STAGE
+        if stage.legacy_args is None:
+            events += EVENTS_TO_INHERIT_LEGACY_ARGS
+        if plan.mode == INLINE:
+            events += plan.jobs * EVENTS_PER_INLINE_JOB
         else:
-            events += EVENTS_PER_STAGE + plan.chunks * EVENTS_PER_CHUNK
+            events += plan.chunks * EVENTS_PER_CHUNK
     return events
 
 
 def child_history_events(plan: StagePlan) -> int:
-    """The history of the stage's largest child, without retries (0 for an inline stage)."""
+    """The history of the stage's largest child, without retries (0 for an inline stage); its
+    stage has legacy_args of its own, from the run."""
     if plan.mode == INLINE:
         return 0
     return EVENTS_PER_CHILD + EVENTS_PER_STAGE + plan.chunk_size * EVENTS_PER_INLINE_JOB

@@ -402,3 +402,45 @@ def test_a_query_on_a_missing_index_is_a_validation_error(aws: AwsClients, uid: 
     with pytest.raises(ClientError) as raised:
         aws.ddb.query(**{**query, "TableName": f"gone-{uid}"}, IndexName="by_a")
     assert raised.value.response["Error"]["Code"] == "ResourceNotFoundException"
+
+
+# (18) GetExecutionHistory pages.
+
+
+def test_execution_history_comes_in_pages_either_way(aws: AwsClients, uid: str) -> None:
+    each = {"Type": "Pass", "End": True}
+    definition = {
+        "StartAt": "Many",
+        "States": {
+            "Many": {
+                "Type": "Map",
+                "ItemsPath": "$.items",
+                "ItemProcessor": {
+                    "ProcessorConfig": {"Mode": "INLINE"},
+                    "StartAt": "Each",
+                    "States": {"Each": each},
+                },
+                "End": True,
+            }
+        },
+    }
+    execution = start(aws, make_machine(aws, uid, definition), {"items": [0] * 60})
+    wait_done(aws, execution)
+    pages = [aws.sfn.get_execution_history(executionArn=execution)]
+    while "nextToken" in pages[-1]:
+        token = pages[-1]["nextToken"]
+        pages.append(aws.sfn.get_execution_history(executionArn=execution, nextToken=token))
+    # 100 events a page unless maxResults says otherwise; together, the whole history in order.
+    assert [len(page["events"]) for page in pages[:-1]] == [100] * (len(pages) - 1)
+    ids = [e["id"] for page in pages for e in page["events"]]
+    total = len(ids)
+    assert total > 240 and ids == list(range(1, total + 1))
+    newest = aws.sfn.get_execution_history(executionArn=execution, reverseOrder=True, maxResults=3)[
+        "events"
+    ]
+    assert [e["id"] for e in newest] == [total, total - 1, total - 2]
+    assert newest[0]["type"] == "ExecutionSucceeded"
+    code, status = error_of(
+        aws.sfn.get_execution_history, executionArn=execution, nextToken="forged"
+    )
+    assert (code, status) == ("InvalidToken", 400)

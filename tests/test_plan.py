@@ -73,7 +73,7 @@ def test_a_workflow_too_long_for_one_history_moves_its_largest_stages_to_childre
     stages = [stage(names(f"s{i}_", 1000), "sequential") for i in range(5)]
     wf = workflow(*stages)
     plans = plan_workflow(wf)
-    assert 5 * 1000 * 7 > MAX_HISTORY_EVENTS  # all inline would fail on AWS
+    assert MAX_HISTORY_EVENTS < 5 * 1000 * 7  # all inline would fail on AWS
     assert [p.mode for p in plans].count(CHILDREN) == 3
     assert run_history_events(wf, plans) <= HISTORY_BUDGET
     # A sequential stage in children keeps its order: one child, one job at a time.

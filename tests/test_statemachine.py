@@ -75,6 +75,51 @@ def test_stage_map_runs_one_stage_at_a_time_and_failures_are_caught() -> None:
     assert any("States.ALL" in c["ErrorEquals"] for c in stages["Catch"])
 
 
+def _stage_states() -> dict[str, Any]:
+    states: dict[str, Any] = _definition()["States"]["RunStages"]["ItemProcessor"]["States"]
+    return states
+
+
+def test_a_wide_or_long_stage_runs_in_child_executions_of_this_state_machine_only() -> None:
+    definition = _definition()
+    chunks = _stage_states()["RunChunks"]
+    run_chunk = chunks["ItemProcessor"]["States"]["RunChunk"]
+    assert run_chunk["Resource"] == "arn:aws:states:::states:startExecution.sync:2"
+    assert run_chunk["Parameters"]["StateMachineArn.$"] == "$$.StateMachine.Id"
+    child_input = run_chunk["Parameters"]["Input"]
+    assert child_input["child_of.$"] == "$$.Execution.Id"
+    # A child goes from its input straight to its one stage, and back out without touching
+    # the run's audit row, lock or topic: those are its run's.
+    states = definition["States"]
+    assert states["CheckInput"]["Choices"][0] == {
+        "Variable": "$.child_of",
+        "IsPresent": True,
+        "Next": "RunStages",
+    }
+    for name, child_state in (("StagesDone", "ChildDone"), ("StagesFailed", "ChildFailed")):
+        assert states[name]["Choices"] == [
+            {"Variable": "$.child_of", "IsPresent": True, "Next": child_state}
+        ]
+    assert states["RunStages"]["Next"] == "StagesDone"
+    assert states["RunStages"]["Catch"][0]["Next"] == "StagesFailed"
+    # The chunk's child runs it in the run, never in children of its own.
+    plan = chunks["ItemSelector"]["stage"]["M"]["plan"]["M"]
+    assert plan["mode"] == {"S": "inline"}
+
+
+def test_the_jobs_maps_concurrency_and_chunks_come_from_the_plan() -> None:
+    stage = _stage_states()
+    assert stage["RunJobs"]["MaxConcurrencyPath"] == "$.plan.jobs_at_once"
+    assert stage["RunChunks"]["MaxConcurrencyPath"] == "$.plan.chunks_at_once"
+    assert stage["RunJobs"]["ItemsPath"] == "$.chunks[0]"
+    assert stage["RunChunks"]["ItemsPath"] == "$.chunks"
+    # A Map's result holds every iteration's output: they output nothing.
+    run_job = stage["RunJobs"]["ItemProcessor"]["States"]["RunJob"]
+    assert run_job["OutputPath"] is None
+    for name in ("RunJobs", "RunChunks"):
+        assert stage[name]["OutputPath"] is None and stage[name]["ResultPath"] is None
+
+
 def test_every_dynamodb_task_targets_one_of_the_stack_tables() -> None:
     tables = {"teststack-config", "teststack-workflow-audit"}
     seen = set()

@@ -29,6 +29,7 @@ from cloud.plan import (
     EVENTS_PER_INLINE_JOB,
     EVENTS_PER_RUN,
     EVENTS_PER_STAGE,
+    EVENTS_TO_INHERIT_LEGACY_ARGS,
     child_history_events,
     plan_workflow,
     run_history_events,
@@ -127,9 +128,10 @@ def test_a_stage_wider_than_40_runs_in_child_executions_up_to_its_max_parallel(
     assert len(run) == run_history_events(workflow, plans)
     assert [len(child) for child in children] == [child_history_events(plans[1])] * 2
 
-    # In children: one transition per job, plus 7 of each child's own and 1 in the run.
+    # In children: one transition per job, plus each child's own 10 (2 Choices and 1 Pass of
+    # its own, its stage's 7) and 1 in the run.
     per_child = transitions(children[0]) - 40
-    assert per_child == 7
+    assert per_child == 10
     print(f"\nwide stage: {transitions(run)} transitions in the run, {per_child} per child")
 
     assert cloud_main(["workflow", "status", "wide-run-1", *deployed.stack_args]) == 0
@@ -211,9 +213,10 @@ def test_the_inline_path_costs_one_transition_per_job(
     run_jobs = sum(e["type"] == "TaskStateEntered" and "RunJob" in str(e) for e in run)
     assert run_jobs == 30
     # Inline: one transition per job; the run's own states (input, config, audit row, lock,
-    # end, notify) and its stage's (two Choices, its Map) are a fixed 16.
+    # end, notify: 13) and its stage's (4 Choices, 2 Passes, its Map: 7) are a fixed 20.
     overhead = transitions(run) - 30
-    assert overhead == 16
+    assert overhead == 20
     assert len(run) == run_history_events(workflow, plan_workflow(workflow))
-    assert len(run) == EVENTS_PER_RUN + EVENTS_PER_STAGE + 30 * EVENTS_PER_INLINE_JOB
+    stage_events = EVENTS_PER_STAGE + EVENTS_TO_INHERIT_LEGACY_ARGS
+    assert len(run) == EVENTS_PER_RUN + stage_events + 30 * EVENTS_PER_INLINE_JOB
     print(f"\ninline stage: {transitions(run)} transitions for 30 jobs ({overhead} the run's own)")

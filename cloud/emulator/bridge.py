@@ -42,6 +42,8 @@ tests/test_agent_metrics.py):
     500 at the next launch); CreateLaunchTemplate's form is used for both.
 17. A Map worker takes each next item by recursion: a Map of about 1,000 items per worker (a
     sequential stage of 1,000 jobs) dies of RecursionError and its execution hangs.
+18. GetExecutionHistory answers every event at once, oldest first, ignoring maxResults,
+    nextToken and reverseOrder, and copies all of them per call (seconds for 25,000 events).
 
 AWS's limits, which moto does not enforce (`patches_limits.py`; tests in tests/test_limits.py):
 a. An inline Map runs at most 40 iterations at once (MaxConcurrency 0 or above 40 included).
@@ -146,5 +148,6 @@ def apply(poll_wait_s: float | None = None) -> ActivityHub:
     api.scheduler_checks_what_aws_checks()
     api.put_scaling_policy_answers_its_arn()
     api.launch_template_versions_keep_user_data()
+    api.execution_history_in_pages()
     _hub = hub
     return hub

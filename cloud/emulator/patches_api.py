@@ -5,16 +5,18 @@ those of the list in `cloud/emulator/bridge.py`. Applied once, by `bridge.apply(
 
 from __future__ import annotations
 
+import copy
 import datetime
 import logging
 import os
 import sys
 import time
 import uuid
-from typing import Any
+from typing import Any, Final
 
 import boto3
 from botocore.config import Config
+from moto.core.exceptions import AWSError
 from moto.core.responses import ActionResult, EmptyResult
 from moto.dynamodb.exceptions import MockValidationException
 from moto.dynamodb.models import DynamoDBBackend
@@ -279,3 +281,44 @@ def launch_template_versions_keep_user_data() -> None:
         return original(self, data, description)
 
     template_cls.create_version = create_version
+
+class _InvalidToken(AWSError):
+    TYPE = "InvalidToken"
+    STATUS = 400
+
+
+# GetExecutionHistory: a page holds 100 events unless maxResults says otherwise (at most 1,000).
+_HISTORY_PAGE_DEFAULT: Final = 100
+_HISTORY_PAGE_MAX: Final = 1000
+
+
+def execution_history_in_pages() -> None:
+    """(18) GetExecutionHistory answers every event at once, oldest first, whatever maxResults,
+    nextToken and reverseOrder say, copying all of them per call: a 25,000-event history takes
+    seconds per call. Pages as AWS gives them (100 events unless maxResults, at most 1,000)."""
+
+    def get_execution_history(self: Any) -> Any:
+        execution = self.stepfunction_backend.describe_execution(self._get_param("executionArn"))
+        size = self._get_int_param("maxResults") or _HISTORY_PAGE_DEFAULT
+        if not 0 < size <= _HISTORY_PAGE_MAX:
+            raise _InvalidToken(f"maxResults must be 0-{_HISTORY_PAGE_MAX}, got {size}")
+        token = self._get_param("nextToken")
+        if token is not None and not str(token).isdigit():
+            raise _InvalidToken(f"Invalid Token: '{token}'")
+        start = int(token or 0)
+        env = execution.exec_worker.env if execution.exec_worker else None
+        events: list[Any] = []
+        if env is not None:
+            manager = env.event_manager
+            with manager._mutex:  # a shallow copy: events are not changed once written
+                events = list(manager._history_event_list)
+        if self._get_bool_param("reverseOrder", False):
+            events.reverse()
+        page = copy.deepcopy(events[start : start + size])
+        answer: dict[str, Any] = {"events": page}
+        if start + size < len(events):
+            answer["nextToken"] = str(start + size)
+        return ActionResult(answer)
+
+    response_cls: Any = StepFunctionResponse
+    response_cls.get_execution_history = get_execution_history
