@@ -121,7 +121,9 @@ def confirm_deletion(heading: str, plan: list[Instruction], args: argparse.Names
 
 def put(args: argparse.Namespace) -> int:
     """`workflow put`: validate a config file, store it, keep its schedule in step."""
+    from cloud.plan import CHILDREN, plan_workflow
     from cloud.runs import put_workflow
+    from cloud.sizing import describe_plan
     from cloud.workflow_schedules import sync_schedule
 
     stack = _stack(args)
@@ -132,6 +134,12 @@ def put(args: argparse.Namespace) -> int:
         f"{verb} workflow {workflow.workflow_id} ({len(workflow.workflow_stages)} stages, "
         f"{len(workflow.job_names)} jobs) in table {stack.names.config_table}."
     )
+    # The stages that run unlike a small workflow's: in child executions.
+    for index, (stage, plan) in enumerate(
+        zip(workflow.workflow_stages, plan_workflow(workflow), strict=True)
+    ):
+        if stage.enabled and plan.mode == CHILDREN:
+            print(f"  stage {index + 1}: {describe_plan(stage.execution_type, plan)}")
     change = sync_schedule(stack, workflow)
     if change is not None:
         timezone = f" ({workflow.schedule.timezone})" if workflow.schedule else ""

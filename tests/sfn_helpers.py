@@ -33,6 +33,20 @@ def one_task(activity: str, **task: Any) -> dict[str, Any]:
     return {"StartAt": "Run", "States": {"Run": {"Type": "Task", "Resource": activity, **task}}}
 
 
+def inline_map(processor_start: dict[str, Any], **map_fields: Any) -> dict[str, Any]:
+    """An inline Map state over `$.items` whose processor is the one state given."""
+    return {
+        "Type": "Map",
+        "ItemsPath": "$.items",
+        "ItemProcessor": {
+            "ProcessorConfig": {"Mode": "INLINE"},
+            "StartAt": "Each",
+            "States": {"Each": processor_start},
+        },
+        **map_fields,
+    }
+
+
 def start(aws: AwsClients, machine: str, payload: dict[str, Any] | None = None) -> str:
     response = aws.sfn.start_execution(stateMachineArn=machine, input=json.dumps(payload or {}))
     return str(response["executionArn"])

@@ -20,6 +20,7 @@ from sfn_helpers import (
     ROLE_ARN,
     error_of,
     history_types,
+    inline_map,
     make_activity,
     make_machine,
     one_task,
@@ -409,21 +410,7 @@ def test_a_query_on_a_missing_index_is_a_validation_error(aws: AwsClients, uid: 
 
 def test_execution_history_comes_in_pages_either_way(aws: AwsClients, uid: str) -> None:
     each = {"Type": "Pass", "End": True}
-    definition = {
-        "StartAt": "Many",
-        "States": {
-            "Many": {
-                "Type": "Map",
-                "ItemsPath": "$.items",
-                "ItemProcessor": {
-                    "ProcessorConfig": {"Mode": "INLINE"},
-                    "StartAt": "Each",
-                    "States": {"Each": each},
-                },
-                "End": True,
-            }
-        },
-    }
+    definition = {"StartAt": "Many", "States": {"Many": inline_map(each, End=True)}}
     execution = start(aws, make_machine(aws, uid, definition), {"items": [0] * 60})
     wait_done(aws, execution)
     pages = [aws.sfn.get_execution_history(executionArn=execution)]

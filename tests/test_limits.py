@@ -9,7 +9,15 @@ from typing import Any
 
 import pytest
 from conftest import POLL_WAIT_S, AwsClients
-from sfn_helpers import error_of, make_activity, make_machine, start, take, wait_done
+from sfn_helpers import (
+    error_of,
+    inline_map,
+    make_activity,
+    make_machine,
+    start,
+    take,
+    wait_done,
+)
 
 from cloud.quotas import HISTORY_LIMIT_CAUSE, MAX_HISTORY_EVENTS, MAX_PAYLOAD_BYTES
 
@@ -19,19 +27,6 @@ def _last_events(aws: AwsClients, execution: str) -> list[dict[str, Any]]:
     answer = aws.sfn.get_execution_history(executionArn=execution, reverseOrder=True, maxResults=2)
     events: list[dict[str, Any]] = answer["events"]
     return events
-
-
-def _map_of(processor_start: dict[str, Any], **map_fields: Any) -> dict[str, Any]:
-    return {
-        "Type": "Map",
-        "ItemsPath": "$.items",
-        "ItemProcessor": {
-            "ProcessorConfig": {"Mode": "INLINE"},
-            "StartAt": "Each",
-            "States": {"Each": processor_start},
-        },
-        **map_fields,
-    }
 
 
 # (a) Inline Map concurrency.
@@ -45,7 +40,7 @@ def test_an_inline_map_runs_at_most_40_iterations_at_once(
     task = {"Type": "Task", "Resource": activity, "TimeoutSeconds": 60, "End": True}
     definition = {
         "StartAt": "Wide",
-        "States": {"Wide": _map_of(task, MaxConcurrency=max_concurrency, End=True)},
+        "States": {"Wide": inline_map(task, MaxConcurrency=max_concurrency, End=True)},
     }
     execution = start(aws, make_machine(aws, uid, definition), {"items": list(range(60))})
     try:
@@ -69,7 +64,7 @@ def _pass_map_machine(aws: AwsClients, uid: str, max_concurrency: int = 0) -> st
         "StartAt": "Items",
         "States": {
             "Items": {"Type": "Pass", "Next": "Many"},
-            "Many": _map_of(
+            "Many": inline_map(
                 {"Type": "Pass", "End": True},
                 MaxConcurrency=max_concurrency,
                 ResultPath=None,

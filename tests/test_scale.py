@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from agent_helpers import agent_thread, write_script
-from test_wide_e2e import counting_script, run_and_children, transitions
+from test_wide_e2e import counting_script, deploy, marks_dir, run_and_children, transitions
 from test_workflow_e2e import (
     ACCOUNT_REGION,
     Deployed,
@@ -26,7 +26,6 @@ from test_workflow_e2e import (
 from cloud.aws import Aws
 from cloud.cli import main as cloud_main
 from cloud.config import parse_workflow
-from cloud.names import StackNames
 from cloud.plan import CHILDREN, INLINE, plan_workflow, run_history_events
 from cloud.quotas import MAX_HISTORY_EVENTS
 from cloud.reports import job_rows
@@ -41,10 +40,9 @@ WIDE_MAX_PARALLEL = 100
 
 @pytest.fixture
 def deployed(uid: str, capsys: pytest.CaptureFixture[str]) -> Deployed:
-    names = StackNames(f"scale{uid}")
-    assert cloud_main(["deploy", "--stack-name", names.stack_name]) == 0
+    stack = deploy(f"scale{uid}")
     capsys.readouterr()
-    return Deployed(names, f"arn:aws:states:{ACCOUNT_REGION}:activity:{names.activity}")
+    return stack
 
 
 def wait_for_run(aws: Any, arn: str, timeout_s: float) -> dict[str, Any]:
@@ -60,8 +58,7 @@ def wait_for_run(aws: Any, arn: str, timeout_s: float) -> dict[str, Any]:
 def test_5000_jobs_in_5_stages_one_100_wide(
     aws: Any, deployed: Deployed, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    marks = tmp_path / "marks"
-    (marks / "running").mkdir(parents=True)
+    marks = marks_dir(tmp_path)
     hosts = [
         settings_for(
             deployed, tmp_path / f"host{n}", concurrency=60, pollers=6, worker_name=f"h{n}"
@@ -71,9 +68,11 @@ def test_5000_jobs_in_5_stages_one_100_wide(
     stages = []
     for index in range(5):
         jobs = [f"s{index}_{n:04d}.sh" for n in range(JOBS_PER_STAGE)]
+        # The wide stage's jobs last long enough for 100 to overlap: the emulator serves a few
+        # dozen jobs a second on 2 busy cores.
         for host in hosts:
             for name in jobs:
-                body = counting_script(marks, name, 3) if index == WIDE_STAGE else "true"
+                body = counting_script(marks, name, 15) if index == WIDE_STAGE else "true"
                 write_script(host.script_dir, name, body)
         max_parallel = WIDE_MAX_PARALLEL if index == WIDE_STAGE else 20
         stages.append(stage(jobs, "parallel", max_parallel=max_parallel))

@@ -38,12 +38,24 @@ from cloud.plan import (
 pytestmark = pytest.mark.usefixtures("emulator")
 
 
+def deploy(stack_name: str) -> Deployed:
+    names = StackNames(stack_name)
+    assert cloud_main(["deploy", "--stack-name", names.stack_name]) == 0
+    return Deployed(names, f"arn:aws:states:{ACCOUNT_REGION}:activity:{names.activity}")
+
+
 @pytest.fixture
 def deployed(uid: str, capsys: pytest.CaptureFixture[str]) -> Deployed:
-    names = StackNames(f"wide{uid}")
-    assert cloud_main(["deploy", "--stack-name", names.stack_name]) == 0
+    stack = deploy(f"wide{uid}")
     capsys.readouterr()
-    return Deployed(names, f"arn:aws:states:{ACCOUNT_REGION}:activity:{names.activity}")
+    return stack
+
+
+def marks_dir(tmp_path: Path) -> Path:
+    """Where `counting_script`s keep their count."""
+    marks = tmp_path / "marks"
+    (marks / "running").mkdir(parents=True)
+    return marks
 
 
 def counting_script(marks: Path, name: str, sleep_s: float, exit_code: int = 0) -> str:
@@ -83,8 +95,7 @@ def test_a_stage_wider_than_40_runs_in_child_executions_up_to_its_max_parallel(
     aws: Any, deployed: Deployed, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     settings = settings_for(deployed, tmp_path, concurrency=60, pollers=4)
-    marks = tmp_path / "marks"
-    (marks / "running").mkdir(parents=True)
+    marks = marks_dir(tmp_path)
     wide = [f"w{i:02d}.sh" for i in range(80)]
     for name in wide:
         write_script(settings.script_dir, name, counting_script(marks, name, sleep_s=4))
@@ -144,8 +155,6 @@ def test_a_job_failing_in_a_child_fails_the_run_and_a_restart_skips_what_complet
     aws: Any, deployed: Deployed, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     settings = settings_for(deployed, tmp_path, concurrency=50, pollers=4)
-    marks = tmp_path / "marks"
-    (marks / "running").mkdir(parents=True)
     quick = [f"q{i:02d}.sh" for i in range(22)]
     slow = [f"s{i:02d}.sh" for i in range(22)]
     for name in quick:
