@@ -115,6 +115,8 @@ def test_a_stage_wider_than_40_runs_in_child_executions_up_to_its_max_parallel(
     assert [p.mode for p in plans] == ["inline", "children", "inline"]
     assert (plans[1].chunks, plans[1].chunks_at_once, plans[1].jobs_at_once) == (2, 2, 25)
     put_workflow(deployed, tmp_path, config)
+    put_said = capsys.readouterr().out
+    assert "stage 2: parallel, 80 jobs in 2 child executions of up to 40, 50 at once" in put_said
     with agent_thread(settings):
         assert start_and_wait(deployed, "wf-wide", "wide-run-1") == 0
     progress = capsys.readouterr().out
@@ -229,3 +231,37 @@ def test_the_inline_path_costs_one_transition_per_job(
     stage_events = EVENTS_PER_STAGE + EVENTS_TO_INHERIT_LEGACY_ARGS
     assert len(run) == EVENTS_PER_RUN + stage_events + 30 * EVENTS_PER_INLINE_JOB
     print(f"\ninline stage: {transitions(run)} transitions for 30 jobs ({overhead} the run's own)")
+
+
+def test_an_item_put_before_plans_runs_its_stages_in_the_run_as_it_did(
+    aws: Any, deployed: Deployed, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = settings_for(deployed, tmp_path, concurrency=4)
+    marks = marks_dir(tmp_path)
+    sequential = ["a.sh", "b.sh"]
+    parallel = [f"p{i}.sh" for i in range(4)]
+    for name in sequential + parallel:
+        write_script(settings.script_dir, name, counting_script(marks, name, sleep_s=0.5))
+    config = {
+        "workflow_id": "wf-old",
+        "workflow_stages": [stage(sequential), stage(parallel, "parallel", max_parallel=2)],
+    }
+    put_workflow(deployed, tmp_path, config)
+    aws.ddb.update_item(
+        TableName=deployed.names.config_table,
+        Key={"workflow_id": {"S": "wf-old"}},
+        UpdateExpression="REMOVE workflow_stages[0].#plan, workflow_stages[1].#plan",
+        ExpressionAttributeNames={"#plan": "plan"},
+    )
+    with agent_thread(settings):
+        assert start_and_wait(deployed, "wf-old", "old-run-1") == 0
+    capsys.readouterr()
+    for name in sequential + parallel:
+        assert job_row(aws, deployed, name, "old-run-1")["execution_status"] == "Completed"
+    seen = [int(n) for n in (marks / "seen").read_text().split()]
+    assert seen[:2] == [1, 1] and max(seen) <= 2  # one at a time, then max_parallel
+    run, children = run_and_children(aws, deployed, "old-run-1")
+    assert children == []
+    assert any(
+        e.get("stateEnteredEventDetails", {}).get("name") == "DefaultParallelPlan" for e in run
+    )
