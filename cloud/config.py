@@ -35,8 +35,7 @@ from pydantic_core import ErrorDetails
 
 from agent import items
 from agent.schema import Config as C
-from cloud import schedule_expressions
-from cloud import sizing
+from cloud import schedule_expressions, sizing
 from cloud.aws import CloudError
 from cloud.plan import plan_workflow
 

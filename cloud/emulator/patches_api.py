@@ -282,6 +282,7 @@ def launch_template_versions_keep_user_data() -> None:
 
     template_cls.create_version = create_version
 
+
 class _InvalidToken(AWSError):
     TYPE = "InvalidToken"
     STATUS = 400
