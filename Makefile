@@ -19,7 +19,7 @@ demo: install
 	$(BIN)/rsql-cloud demo
 
 test: install
-	$(BIN)/pytest -q -m "not scale"
+	$(BIN)/pytest -q
 
 # Runs at AWS's limits (5,000 jobs, 25,000 history events): minutes each.
 test-scale: install

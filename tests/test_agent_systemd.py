@@ -203,10 +203,15 @@ def test_a_busy_agent_keeps_pinging_the_watchdog(
 ) -> None:
     stack = make_stack(aws, uid)
     settings = agent_settings(tmp_path, stack, concurrency=2)
-    # Two jobs printing as fast as they can, 20 MB each in 1 KB lines: the event loop pumps
-    # their output into files and ships it to CloudWatch all along.
+    # Two jobs printing 1 KB lines as fast as they can for 5 s (bounded by time, not by
+    # volume, so a fast machine still keeps the agent busy for longer than the ping period):
+    # the event loop pumps their output into files and ships it to CloudWatch all along.
     line = "x" * 1000
-    write_script(settings.script_dir, "chatty.sh", f"yes {line} | head -n 20000")
+    write_script(
+        settings.script_dir,
+        "chatty.sh",
+        f"end=$((SECONDS + 5)); while [ $SECONDS -lt $end ]; do yes {line} | head -n 100; sleep 0.01; done",
+    )
     env = {"NOTIFY_SOCKET": notify_socket.address, "WATCHDOG_USEC": "2000000"}
     process = agent_process(settings, tmp_path, env)
     try:
