@@ -210,7 +210,8 @@ def test_a_busy_agent_keeps_pinging_the_watchdog(
     write_script(
         settings.script_dir,
         "chatty.sh",
-        f"end=$((SECONDS + 5)); while [ $SECONDS -lt $end ]; do yes {line} | head -n 100; sleep 0.01; done",
+        "end=$((SECONDS + 5))\n"
+        f"while [ $SECONDS -lt $end ]; do yes {line} | head -n 100; sleep 0.01; done",
     )
     env = {"NOTIFY_SOCKET": notify_socket.address, "WATCHDOG_USEC": "2000000"}
     process = agent_process(settings, tmp_path, env)
