@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-scale lint bench clean
+.PHONY: install demo test test-scale lint bench chaos clean
 
 install: $(STAMP)
 
@@ -33,6 +33,12 @@ lint: install
 
 bench: install
 	$(BIN)/python -m bench.run
+
+# The chaos soak (README, "Failure behaviour"): `make chaos SEED=3 DURATION=120`.
+SEED ?= 7
+DURATION ?= 600
+chaos: install
+	$(BIN)/python -m bench.chaos --seed $(SEED) --duration-s $(DURATION)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
@@ -23,6 +25,27 @@ async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
         current = asyncio.current_task()
         if current is not None and current.cancelling():
             raise
+
+
+class Interrupted(Exception):
+    """`unless` gave up on its call: the event was set first."""
+
+
+async def unless(event: asyncio.Event, call: Coroutine[Any, Any, T]) -> T:
+    """Await `call` unless `event` is set first; then cancel it and raise Interrupted. If the
+    caller is cancelled meanwhile, `call` is cancelled too (nothing is left running)."""
+    work = asyncio.ensure_future(call)
+    stop = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (stop, work):
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(stop, work, return_exceptions=True)
+    if work.cancelled():
+        raise Interrupted
+    return work.result()
 
 
 def use_pidfd_child_watcher() -> bool:

@@ -1,4 +1,4 @@
-"""The agent: `Agent.run()` = start clients and reconcile, poll until told to stop, drain.
+"""The agent: `Agent.run()` = start up, poll until told to stop, drain.
 
 No signal handling here (the CLI owns signals, tests embed the agent): `request_stop()` asks
 for a drain, `force_stop()` cuts it short. `running(settings)` runs an agent for the body of
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import os
 import time
@@ -18,27 +19,32 @@ from typing import Any, Final
 
 import structlog
 
-from agent import __version__, aio, completion, errors, lifecycle, logs, schema
+from agent import __version__, aio, errors, logs, reconcile, schema
 from agent.aio import cancel_and_wait
-from agent.audit import JobAuditTable, JobEnd, RowKey
+from agent.audit import JobAuditTable
 from agent.aws import Aws
 from agent.completion import Completer
 from agent.errors import CancelReason
-from agent.housekeeping import Housekeeper
 from agent.instance import resolve_instance_id
-from agent.job import FINAL_FLUSH_TIMEOUT_S, JobContext, RunningJob, execute
-from agent.journal import Entry, Journal, current_boot_id
-from agent.metrics import JobMetrics, MetricsPublisher
+from agent.job import JobContext, RunningJob, execute
+from agent.journal import Journal
+from agent.logship import LogShipping
+from agent.metrics import JobMetrics
+from agent.outcome import failure
 from agent.poller import PollerGroup
-from agent.runner import kill_group
+from agent.reaper import Reaper
+from agent.report import Reporting, deliver_owed
 from agent.secret import load_connection_env
 from agent.settings import Settings
+from agent.sidecars import Sidecars
 
 log = structlog.get_logger(__name__)
 
-# After the drain deadline, cancelled jobs get this long (plus the kill grace) to be killed,
-# flushed and failed back; what is still unreported then stays in the journal.
-CANCEL_REPORT_TIMEOUT_S: Final = FINAL_FLUSH_TIMEOUT_S + 15.0
+# After the drain deadline, cancelled jobs get the kill grace, the log flush wait and this
+# long to be killed and failed back; what is still unreported then stays in the journal.
+CANCEL_REPORT_TIMEOUT_S: Final = 15.0
+
+Tasks = Callable[[], set[asyncio.Task[None]]]
 
 
 class StartupError(Exception):
@@ -60,6 +66,7 @@ class Agent:
         # the systemd status, for one.
         self.listeners: list[Callable[[], None]] = []
         self.drain_reason: str | None = None
+        self.metrics = JobMetrics(settings.concurrency)
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self._draining = asyncio.Event()
@@ -67,39 +74,40 @@ class Agent:
         # tells a waiting drain that it moved, or that force_stop() was called.
         self._drain_deadline = math.inf
         self._wake = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # jobs, fail-backs, a previous run's reports
         self._pollers: PollerGroup | None = None
         self._poller_tasks: list[asyncio.Task[None]] = []
-        self._sidecars: list[asyncio.Task[None]] = []
-        self._lifecycle: lifecycle.LifecycleWatcher | None = None
-        self.metrics = JobMetrics(settings.concurrency)
-        self._publisher: MetricsPublisher | None = None
+        self._sidecars: Sidecars | None = None
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._aws: Aws | None = None
+        self._reaper: Reaper | None = None
         self._ctx: JobContext | None = None
 
     async def run(self) -> None:
-        """Start clients and reconcile, poll until told to stop, drain. Raises StartupError
-        when it cannot start."""
+        """Start up (settling what a previous run left), poll until told to stop, drain.
+        Raises StartupError when it cannot start."""
         self._loop = asyncio.get_running_loop()
         aio.use_pidfd_child_watcher()
         try:
-            self._ctx = await self._startup()
-            await self._reconcile(self._ctx)
-            self._start_pollers()
-            self._start_sidecars(self._ctx)
-            self.ready.set()
-            self._changed()
-            await self._stop.wait()
+            self._ctx = await self._start_unless_stopped()
+            if self._ctx is not None:
+                self._start_pollers()
+                self._sidecars = Sidecars.start(self, self._ctx)
+                self.ready.set()
+                self._changed()
+                await self._stop.wait()
             log.info("agent_stopping", running=len(self.jobs))
         finally:
             await self._drain()
-            await self._stop_sidecars()
+            if self._sidecars is not None:
+                await self._sidecars.stop()
             calls = {}
             if self._aws is not None:
                 self._aws.close()
                 calls = dict(self._aws.calls)
+            if self._reaper is not None:
+                self._reaper.close()
             log.info("agent_stopped", api_calls=calls)
 
     @property
@@ -108,6 +116,12 @@ class Agent:
         if self._aws is None:
             raise RuntimeError("the agent has not started")
         return self._aws
+
+    @property
+    def idle(self) -> bool:
+        """Nothing but polls going on: no job, no report, no log shipping pending."""
+        shipping = self._ctx.shipping.tasks if self._ctx is not None else set()
+        return not (self.jobs or self._tasks or shipping)
 
     @property
     def polls_started(self) -> int:
@@ -136,6 +150,13 @@ class Agent:
     def force_stop(self) -> None:
         """Stop now: kill running jobs; what is unreported stays in the journal."""
         self._in_loop(self._stop_now)
+
+    def files_in_use(self) -> set[Path]:
+        """Files housekeeping must leave: running jobs' logs, logs still owed to CloudWatch,
+        the journal's entries."""
+        assert self._ctx is not None
+        logs_in_use = {job.log_path for job in self.jobs.values() if job.log_path is not None}
+        return logs_in_use | self._ctx.journal.held_files() | self._ctx.journal.owed_logs()
 
     def _stop_within(self, timeout_s: float, reason: str | None) -> None:
         deadline = time.monotonic() + timeout_s
@@ -167,6 +188,15 @@ class Agent:
         for listener in self.listeners:
             listener()
 
+    # -- start-up ------------------------------------------------------------------------------
+
+    async def _start_unless_stopped(self) -> JobContext | None:
+        """Start up; None if a stop is requested first (start-up waits out an outage)."""
+        try:
+            return await aio.unless(self._stop, self._startup())
+        except aio.Interrupted:
+            return None
+
     async def _startup(self) -> JobContext:
         s = self.settings
         try:
@@ -174,14 +204,25 @@ class Agent:
             journal = Journal(s.state_dir)
         except OSError as exc:
             raise StartupError(f"cannot create the agent's directories: {exc}") from None
+        # Before anything else: a previous run's scripts must not run on beside new ones.
+        entries = journal.load()
+        reconcile.kill_orphans(entries)
+        self._reaper = Reaper()
         self._aws = aws = Aws(s)
         instance_id = await resolve_instance_id(s)
+        audit = JobAuditTable(aws, s.job_audit_table, instance_id, s.worker_name)
+        shipping = LogShipping(aws, journal, s.log_flush_interval_s, s.concurrency)
+        reporting = Reporting(journal, audit, Completer(aws))
+        ctx = JobContext(
+            s, aws, audit, reporting, journal, shipping, self._reaper, self._env, {}, instance_id
+        )
+        # What a previous run owes goes out in the background, even before the secret is read.
+        for entry in entries:
+            self._spawn(reconcile.settle(ctx, entry), entry.token)
         try:
             connection_env = await load_connection_env(aws, s.secret_id)
         except Exception as exc:
             raise StartupError(str(exc)) from None
-        audit = JobAuditTable(aws, s.job_audit_table, instance_id, s.worker_name)
-        completer = Completer(aws, journal, s.completion_deadline_s)
         log.info(
             "agent_started",
             version=__version__,
@@ -190,34 +231,12 @@ class Agent:
             worker_name=s.worker_name,
             concurrency=s.concurrency,
             pollers=s.effective_pollers,
+            owed_from_previous_run=len(entries),
+            reaper_pid=self._reaper.pid,
         )
-        return JobContext(s, aws, audit, completer, journal, self._env, connection_env, instance_id)
+        return dataclasses.replace(ctx, connection_env=connection_env)
 
-    async def _reconcile(self, ctx: JobContext) -> None:
-        """Settle what a previous run of the agent left in the journal."""
-        for entry in ctx.journal.load():
-            logs.redactor.add(entry.token)
-            try:
-                await self._settle(ctx, entry)
-            finally:
-                logs.redactor.discard(entry.token)
-
-    async def _settle(self, ctx: JobContext, entry: Entry) -> None:
-        if entry.pgid and entry.boot_id == current_boot_id() and kill_group(entry.pgid):
-            log.warning("orphan_process_group_killed", pgid=entry.pgid, job_name=entry.job_name)
-        pending = entry.completion
-        if pending is None:
-            # The agent died while the job ran: another host should run it now.
-            pending = completion.failure(
-                errors.ShuttingDown("The agent restarted while the job ran; it was stopped.")
-            )
-            if entry.job_name and entry.workflow_execution_id and entry.attempt:
-                end = JobEnd(schema.ABANDONED, 0, error=pending.error, cause=pending.cause)
-                key = RowKey(entry.job_name, entry.workflow_execution_id)
-                with contextlib.suppress(Exception):
-                    await ctx.audit.finish(key, entry.attempt, None, end)
-        delivered = await ctx.completer.send(entry.token, pending)
-        log.info("journal_entry_settled", job_name=entry.job_name, delivered=delivered)
+    # -- the main loop: pollers hand tasks to jobs ---------------------------------------------
 
     def _start_pollers(self) -> None:
         assert self._aws is not None
@@ -232,59 +251,22 @@ class Agent:
         )
         self._poller_tasks.append(asyncio.create_task(self._pollers.run(), name="pollers"))
 
-    def _start_sidecars(self, ctx: JobContext) -> None:
-        """Tasks beside the pollers, until the drain has ended: the scale-in and Spot
-        watcher, the metrics publisher, housekeeping."""
-        self._lifecycle = lifecycle.make_watcher(
-            self.settings, ctx.aws, ctx.instance_id, self.request_stop
-        )
-        if self._lifecycle is not None:
-            self._sidecars.append(asyncio.create_task(self._lifecycle.run(), name="lifecycle"))
-        if self.settings.metrics_enabled:
-            self._publisher = MetricsPublisher(
-                self.settings, ctx.aws, self.metrics, ctx.instance_id
-            )
-            self._sidecars.append(asyncio.create_task(self._publisher.run(), name="metrics"))
-        if self.settings.housekeeping_enabled:
-            housekeeper = Housekeeper(self.settings, self._files_in_use)
-            self._sidecars.append(asyncio.create_task(housekeeper.run(), name="housekeeping"))
-        for task in self._sidecars:
-            task.add_done_callback(_sidecar_done)
-
-    def _files_in_use(self) -> set[Path]:
-        """Files housekeeping must leave: running jobs' logs, the journal's held entries."""
-        assert self._ctx is not None
-        logs_in_use = {job.log_path for job in self.jobs.values() if job.log_path is not None}
-        return logs_in_use | self._ctx.journal.held_files()
-
-    async def _stop_sidecars(self) -> None:
-        """After the drain: stop them, publish the last metrics, then complete the Auto
-        Scaling lifecycle action (the instance goes right after)."""
-        for task in self._sidecars:
-            task.cancel()
-        await asyncio.gather(*self._sidecars, return_exceptions=True)
-        if self._publisher is not None:
-            await self._publisher.flush()
-        if self._lifecycle is not None:
-            await self._lifecycle.finish()
-
     def _accept(self, token: str, raw_input: str) -> bool:
         """A poll returned a task: run it, or during a drain fail it back at once."""
         assert self._ctx is not None
-        logs.redactor.add(token)
+        ctx = self._ctx
+        ctx.journal.hold(token, raw_input)
         if self._draining.is_set():
-            failure = completion.failure(
-                errors.ShuttingDown("The agent is shutting down; the task was not started.")
-            )
-            self._spawn(self._ctx.completer.send(token, failure), token)
+            error = errors.ShuttingDown("The agent is shutting down; the task was not started.")
+            ctx.journal.note(token, completion=failure(error))
+            self._spawn(deliver_owed(ctx.reporting, token), token)
             return False
         job = RunningJob(token, raw_input)
         self.metrics.task_received(raw_input)
         self.jobs[token] = job
-        self._ctx.journal.hold(token)
         self.jobs_started += 1
         self.max_running = max(self.max_running, len(self.jobs))
-        task = self._spawn(execute(self._ctx, job), token)
+        task = self._spawn(execute(ctx, job), token)
         task.add_done_callback(lambda _: self._job_done(job))
         self._changed()
         return True
@@ -298,6 +280,7 @@ class Agent:
         self._changed()
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], token: str) -> asyncio.Task[None]:
+        logs.redactor.add(token)
         task: asyncio.Task[None] = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(lambda t: self._task_done(t, token))
@@ -309,36 +292,51 @@ class Agent:
         if not task.cancelled() and task.exception() is not None:
             log.error("task_handler_crashed", error=repr(task.exception()))
 
+    # -- the drain -------------------------------------------------------------------------------
+
     async def _drain(self) -> None:
-        """Stop polling, give running jobs drain_timeout_s, then cancel the rest with a reason
-        and give them a bounded time to report; abandon polls still open."""
+        """Stop polling; polls still open stay open until they return (what they bring is
+        failed back at once) and running jobs may finish, until the drain deadline; then
+        cancel the jobs with a reason and give them a bounded time to report; let log
+        shipping and owed reports go on until the deadline; then cancel what is left (it
+        stays in the journal). force_stop() skips every wait."""
         self._draining.set()
         started = time.monotonic()
         if math.isinf(self._drain_deadline):  # the agent stops without a request
             self._drain_deadline = started + self.settings.drain_timeout_s
         self._changed()
-        if self._tasks:
-            log.info(
-                "drain_started",
-                running=len(self.jobs),
-                timeout_s=round(self._drain_deadline - started, 1),
-                reason=self.drain_reason,
-            )
-        await self._wait_tasks(lambda: self._drain_deadline)
+        log.info(
+            "drain_started",
+            running=len(self.jobs),
+            timeout_s=round(self._drain_deadline - started, 1),
+            reason=self.drain_reason,
+        )
+        await self._wait(lambda: {*self._tasks, *self._poller_tasks}, lambda: self._drain_deadline)
         if self.jobs:
             for job in list(self.jobs.values()):
                 job.cancel(CancelReason.SHUTTING_DOWN)
-            report_by = time.monotonic() + self.settings.kill_grace_s + CANCEL_REPORT_TIMEOUT_S
-            await self._wait_tasks(lambda: report_by)
-        for task in [*self._tasks, *self._poller_tasks]:
-            task.cancel()
-        await asyncio.gather(*self._tasks, *self._poller_tasks, return_exceptions=True)
+            s = self.settings
+            report_by = time.monotonic() + s.kill_grace_s + s.log_flush_wait_s
+            report_by += CANCEL_REPORT_TIMEOUT_S
+            await self._wait(lambda: self._tasks, lambda: report_by)
+        if self._ctx is not None:
+            shipping = self._ctx.shipping
+            until = max(self._drain_deadline, time.monotonic() + self.settings.log_flush_wait_s)
+            await self._wait(lambda: {*self._tasks, *shipping.tasks}, lambda: until)
+        await self._cancel_all()
         log.info("drain_finished", duration_ms=int((time.monotonic() - started) * 1000))
 
-    async def _wait_tasks(self, deadline: Callable[[], float]) -> None:
-        """Wait for job and fail-back tasks (new ones may appear) until `deadline()` (which
-        a stop request may move earlier meanwhile), or until force_stop()."""
-        while self._tasks and not self._force.is_set():
+    async def _cancel_all(self) -> None:
+        shipping = self._ctx.shipping.tasks if self._ctx is not None else set()
+        left = [*self._tasks, *self._poller_tasks, *shipping]
+        for task in left:
+            task.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
+
+    async def _wait(self, tasks: Tasks, deadline: Callable[[], float]) -> None:
+        """Wait until `tasks()` (new ones may appear) are done or `deadline()` (which a stop
+        request may move earlier meanwhile) passes, or until force_stop()."""
+        while (pending := {t for t in tasks() if not t.done()}) and not self._force.is_set():
             remaining = deadline() - time.monotonic()
             if remaining <= 0:
                 return
@@ -346,15 +344,10 @@ class Agent:
             wake = asyncio.create_task(self._wake.wait())
             try:
                 await asyncio.wait(
-                    {*self._tasks, wake}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                    {*pending, wake}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
                 )
             finally:
                 await cancel_and_wait(wake)
-
-
-def _sidecar_done(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("sidecar_crashed", sidecar=task.get_name(), error=repr(task.exception()))
 
 
 @contextlib.asynccontextmanager

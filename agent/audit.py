@@ -1,23 +1,31 @@
 """The job audit table (PK job_name, SK workflow_execution_id): one row per job of a run.
 
-A job costs two writes: one UpdateItem when it starts (status Running, and ADD 1 to `attempt`,
-whose new value comes back: a job the state machine retried gets attempt 2 and its own log
-stream), one when it ends (final status and figures). The end write is conditional on the
-attempt, so a stale host can never overwrite the row of a newer attempt.
+A job costs two writes: one UpdateItem when it starts (status Running, its attempt number, a
+log stream of its own from the second attempt on), one when it ends (final status and
+figures). Every write is safe to repeat and safe to arrive late:
+
+- The start write SETs the attempt the state machine numbered (`attempt` in the task input) on
+  condition that no newer attempt holds the row; a repeat after a lost answer writes the same
+  values again, and a late writer is refused (`errors.StaleAttempt`: its task is over).
+  Without an attempt in the input (an older state machine) it ADDs 1, on condition that the row
+  does not already carry this attempt's id, so a repeat never counts one attempt twice.
+- The end write is conditional on the attempt, so a stale host never overwrites a newer
+  attempt's row.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import structlog
 from botocore.exceptions import ClientError
 
-from agent import schema
-from agent.aws import Aws, error_code
+from agent import errors, schema
+from agent.aws import FOREVER, Aws, error_code
 from agent.items import from_item, to_attribute, to_item
+from agent.journal import AuditEnd
 from agent.schema import JobAudit as A
 
 if TYPE_CHECKING:
@@ -25,6 +33,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+CONDITION_FAILED: Final = "ConditionalCheckFailedException"
 # Attributes a previous attempt may have left that the new one must not show.
 _FINAL_FIELDS = (A.EXECUTION_END_TS, A.EXIT_CODE, A.DURATION_MS, A.ERROR, A.CAUSE)
 
@@ -41,15 +50,6 @@ class JobKey(RowKey):
 
     workflow_id: str
     stage_index: int
-
-
-@dataclass(frozen=True)
-class JobEnd:
-    status: schema.Status
-    duration_ms: int
-    exit_code: int | None = None
-    error: str | None = None
-    cause: str | None = None
 
 
 class _Update:
@@ -98,23 +98,23 @@ class JobAuditTable:
         self._instance_id = instance_id
         self._worker_name = worker_name
 
-    async def start(self, key: JobKey) -> tuple[int, str]:
-        """Mark the job Running; returns (attempt, log stream)."""
-        stream = schema.log_stream_name(key.workflow_id, key.workflow_execution_id, key.job_name, 1)
+    async def start(self, key: JobKey, attempt: int | None, attempt_id: str) -> tuple[int, str]:
+        """Mark the job Running as `attempt` (None: the next one); returns (attempt, log
+        stream). Raises errors.StaleAttempt when a newer attempt holds the row."""
         update = self._identity(_Update(), key, time.time()).set(A.EXECUTION_STATUS, schema.RUNNING)
-        update.set(A.LOG_STREAM, stream).remove(*_FINAL_FIELDS).add(A.ATTEMPT, 1)
-        item = await self._update(key, update, ReturnValues="UPDATED_NEW")
-        attempt = int(from_item(item.get("Attributes", {})).get(A.ATTEMPT, 1))
-        if attempt > 1:
-            # Rare (a retry): the stream name written above was the first attempt's.
-            stream = schema.log_stream_name(
-                key.workflow_id, key.workflow_execution_id, key.job_name, attempt
-            )
+        update.set(A.LOG_STREAM, self._stream(key, attempt or 1)).remove(*_FINAL_FIELDS)
+        claimed = await self._claim(key, update, attempt, attempt_id)
+        stream = self._stream(key, claimed)
+        if attempt is None and claimed > 1:
+            # Rare (a retry): the stream name written with the claim was the first attempt's.
             await self._update(key, _Update().set(A.LOG_STREAM, stream))
-        return attempt, stream
+        return claimed, stream
 
-    async def finish(self, key: RowKey, attempt: int, log_stream: str | None, end: JobEnd) -> None:
-        """Write the final status; skipped (with a warning) if a newer attempt owns the row."""
+    async def finish(
+        self, key: RowKey, attempt: int, log_stream: str | None, end: AuditEnd
+    ) -> None:
+        """Write the final status; skipped (with a warning) if a newer attempt owns the row.
+        Retried until the table answers."""
         update = _Update().set(A.EXECUTION_STATUS, end.status)
         update.set(A.EXECUTION_END_TS, schema.iso_utc_ms(time.time()))
         update.set(A.DURATION_MS, end.duration_ms).set(A.EXIT_CODE, end.exit_code)
@@ -125,29 +125,76 @@ class JobAuditTable:
         try:
             await self._update(key, update, ConditionExpression=f"#{A.ATTEMPT} = :expected_attempt")
         except ClientError as exc:
-            if error_code(exc) != "ConditionalCheckFailedException":
+            if error_code(exc) != CONDITION_FAILED:
                 raise
             log.warning("audit_row_taken_by_newer_attempt", attempt=attempt)
 
-    async def record_at_once(self, key: JobKey, end: JobEnd, log_stream: str | None) -> None:
+    async def record_at_once(
+        self,
+        key: JobKey,
+        end: AuditEnd,
+        log_stream: str | None,
+        attempt: int | None,
+        attempt_id: str,
+    ) -> None:
         """One write for a job that ends before it starts (no script, or Skipped)."""
         now = time.time()
         update = self._identity(_Update(), key, now).set(A.EXECUTION_STATUS, end.status)
         update.set(A.EXECUTION_END_TS, schema.iso_utc_ms(now)).set(A.DURATION_MS, end.duration_ms)
         update.set(A.EXIT_CODE, end.exit_code).set(A.ERROR, end.error).set(A.CAUSE, end.cause)
-        update.set(A.LOG_STREAM, log_stream).add(A.ATTEMPT, 1)
+        update.set(A.LOG_STREAM, log_stream)
         missing = [f for f in (*_FINAL_FIELDS, A.LOG_STREAM) if f not in update.names.values()]
-        await self._update(key, update.remove(*missing))
+        update.remove(*missing)
+        try:
+            await self._claim(key, update, attempt, attempt_id)
+        except errors.StaleAttempt:
+            log.warning("audit_row_taken_by_newer_attempt", attempt=attempt)
+
+    async def _claim(
+        self, key: JobKey, update: _Update, attempt: int | None, attempt_id: str
+    ) -> int:
+        """Write `update` as attempt `attempt` (or the next) of this row; returns the attempt."""
+        update.set(A.ATTEMPT_ID, attempt_id)
+        if attempt is not None:
+            update.set(A.ATTEMPT, attempt)
+            condition = f"attribute_not_exists(#{A.ATTEMPT}) OR #{A.ATTEMPT} <= :{A.ATTEMPT}"
+            try:
+                await self._update(key, update, ConditionExpression=condition)
+            except ClientError as exc:
+                if error_code(exc) != CONDITION_FAILED:
+                    raise
+                raise errors.StaleAttempt(f"a newer attempt than {attempt} holds the row") from None
+            return attempt
+        update.add(A.ATTEMPT, 1)
+        condition = f"attribute_not_exists(#{A.ATTEMPT_ID}) OR #{A.ATTEMPT_ID} <> :{A.ATTEMPT_ID}"
+        try:
+            item = await self._update(
+                key, update, ConditionExpression=condition, ReturnValues="UPDATED_NEW"
+            )
+            return int(from_item(item.get("Attributes", {})).get(A.ATTEMPT, 1))
+        except ClientError as exc:
+            if error_code(exc) != CONDITION_FAILED:
+                raise
+        # This attempt's write went through before (its answer was lost): read what it counted.
+        row = await self.previous_run(key.job_name, key.workflow_execution_id)
+        return int(row.get(A.ATTEMPT, 1))
 
     async def previous_run(self, job_name: str, workflow_execution_id: str) -> dict[str, Any]:
         """The row of this job in an earlier run ({} if none), for restarts."""
         response = await self._aws.call(
             self._aws.dynamodb.get_item,
+            deadline_s=FOREVER,
             TableName=self._table,
             Key=to_item({A.JOB_NAME: job_name, A.WORKFLOW_EXECUTION_ID: workflow_execution_id}),
             ConsistentRead=True,
         )
         return from_item(response.get("Item", {}))
+
+    @staticmethod
+    def _stream(key: JobKey, attempt: int) -> str:
+        return schema.log_stream_name(
+            key.workflow_id, key.workflow_execution_id, key.job_name, attempt
+        )
 
     def _identity(self, update: _Update, key: JobKey, now: float) -> _Update:
         update.set(A.EXECUTION_START_TS, schema.iso_utc_ms(now))
@@ -156,10 +203,10 @@ class JobAuditTable:
         return update
 
     async def _update(self, key: RowKey, update: _Update, **extra: Any) -> dict[str, Any]:
-        # The ADD of `attempt` is not idempotent: a retry after an answer lost on the way can
-        # count one attempt twice. Harmless: the log stream follows the attempt returned.
+        # Retried until the table answers: an outage delays an audit write, never loses it.
         response = await self._aws.call(
             self._aws.dynamodb.update_item,
+            deadline_s=FOREVER,
             TableName=self._table,
             Key=to_item(
                 {A.JOB_NAME: key.job_name, A.WORKFLOW_EXECUTION_ID: key.workflow_execution_id}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import queue
 import random
 import threading
@@ -30,7 +31,8 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from agent import errors
+from agent import __version__, errors
+from agent.outage import Outage
 from agent.ratelimit import RateLimits, api_name
 from agent.settings import Settings
 
@@ -48,6 +50,8 @@ T = TypeVar("T")
 
 # The longest pause between two attempts of one call.
 MAX_BACKOFF_S: Final = 10.0
+# `deadline_s` of a call that is retried until it gets through (or its caller is cancelled).
+FOREVER: Final = math.inf
 
 # The service closed this token: nothing more can be reported for the task.
 TASK_GONE_CODES: Final = frozenset({"TaskTimedOut", "TaskDoesNotExist", "InvalidToken"})
@@ -101,14 +105,28 @@ def is_throttling(exc: BaseException) -> bool:
     return error_code(exc) in THROTTLING_CODES or status == 429
 
 
-def _sorted_errors(fn: Callable[..., T], kwargs: dict[str, Any]) -> T:
-    """Run one call in a worker thread, turning a closed-token answer into TaskGone."""
+def _sorted_errors(fn: Callable[..., T], kwargs: dict[str, Any], outage: Outage) -> T:
+    """Run one call in a worker thread, turning a closed-token answer into TaskGone and
+    telling `outage` whether the service could be reached."""
     try:
-        return fn(**kwargs)
+        result = fn(**kwargs)
     except ClientError as exc:
+        _record(outage, getattr(fn, "__name__", "call"), exc)
         if error_code(exc) in TASK_GONE_CODES:
             raise errors.TaskGone(error_code(exc)) from None
         raise
+    except BotoCoreError as exc:
+        _record(outage, getattr(fn, "__name__", "call"), exc)
+        raise
+    outage.succeeded()
+    return result
+
+
+def _record(outage: Outage, call: str, exc: BaseException) -> None:
+    if is_transient(exc):
+        outage.failed(call, error_code(exc))
+    else:  # the service answered: it is reachable, the request was wrong
+        outage.succeeded()
 
 
 class Aws:
@@ -130,6 +148,8 @@ class Aws:
             # and the service checks them again; botocore's walk over them costs up to a tenth
             # of a call (a PutLogEvents batch of 10,000 events most).
             parameter_validation=False,
+            # The agent's calls are its own in CloudTrail (and in the emulator's fault injector).
+            user_agent_extra=f"rsql-agent/{__version__}",
         )
         poll = base.merge(
             Config(
@@ -151,6 +171,7 @@ class Aws:
         self._rates = RateLimits(settings.aws_max_calls_per_s, settings.aws_rates_per_s)
         # Calls sent to each API (attempts, polls included): for the logs and the tests.
         self.calls: Counter[str] = Counter()
+        self.outage = Outage(settings.outage_warning_interval_s)
         self._session = session
         # Rare calls: botocore's parameter validation costs nothing that matters there.
         self._rare_config = base.merge(Config(parameter_validation=True))
@@ -170,8 +191,9 @@ class Aws:
         """Call `fn(**kwargs)` (a client method) in a worker thread, within the API's client-side
         rate. Transient failures are retried with jittered exponential backoff until
         `deadline_s` (default: the aws_call_deadline_s setting; 0 = one attempt, whatever
-        the error), throttling for as long as it lasts. Raises errors.TaskGone for a closed
-        task token, else the last error."""
+        the error; FOREVER = until it succeeds or the caller is cancelled), throttling for as
+        long as it lasts. Raises errors.TaskGone for a closed task token, else the last
+        error."""
         api = api_name(getattr(fn, "__name__", "call"))
         deadline = self._settings.aws_call_deadline_s if deadline_s is None else deadline_s
         started = time.monotonic()
@@ -183,7 +205,8 @@ class Aws:
                 out_of_time = time.monotonic() - started >= deadline and not is_throttling(exc)
                 if deadline <= 0 or out_of_time or not is_transient(exc):
                     raise
-                log.info("aws_call_retry", call=api, attempt=attempt, error=error_code(exc))
+                # Debug only: `Outage` says, once a minute, that calls are failing.
+                log.debug("aws_call_retry", call=api, attempt=attempt, error=error_code(exc))
             # Full jitter, so the hosts of a fleet that were throttled together do not
             # come back together.
             await asyncio.sleep(random.uniform(0, min(MAX_BACKOFF_S, 0.2 * 2**attempt)))
@@ -192,7 +215,7 @@ class Aws:
     async def _attempt(self, api: str, fn: Callable[..., T], kwargs: dict[str, Any]) -> T:
         await self._rates.take(api)
         self.calls[api] += 1
-        call = functools.partial(_sorted_errors, fn, kwargs)
+        call = functools.partial(_sorted_errors, fn, kwargs, self.outage)
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     async def get_activity_task(self) -> GetActivityTaskOutputTypeDef:
@@ -220,7 +243,9 @@ class Aws:
                     activityArn=self._settings.activity_arn,
                     workerName=self._settings.worker_name,
                 )
+                self.outage.succeeded()
             except (BotoCoreError, ClientError) as error:
+                _record(self.outage, "get_activity_task", error)
                 exc = error
             if abandoned.is_set():
                 self._fail_back(result)

@@ -1,8 +1,8 @@
 """`rsql-agent run`: the daemon.
 
-Signals live here and only here: SIGTERM and SIGINT ask the agent to drain; a second SIGINT
-(an operator at a terminal who does not want to wait) stops it at once, killing running
-scripts; what they never reported stays in the journal for the next start.
+Signals live here and only here: SIGTERM or SIGINT asks the agent to drain; a second one (an
+operator who does not want to wait) stops it at once, killing running scripts; what they never
+reported stays in the journal for the next start.
 """
 
 from __future__ import annotations
@@ -47,8 +47,9 @@ def _parser() -> argparse.ArgumentParser:
         "run",
         help="poll the activity and run scripts until SIGTERM/SIGINT",
         description="Poll the Step Functions activity and run RSQL scripts until SIGTERM or "
-        "SIGINT, then drain.\nSettings come from RSQL_AGENT_* environment variables, or "
-        "KEY=VALUE lines in --env-file\n(the README lists every setting and its default).",
+        "SIGINT, then drain\n(a second signal stops it at once). Settings come from RSQL_AGENT_* "
+        "environment variables,\nor KEY=VALUE lines in --env-file (docs/contracts.md lists every "
+        "setting and its default).",
         epilog="example:\n"
         "  RSQL_AGENT_ACTIVITY_ARN=arn:aws:states:us-east-1:123456789012:activity:rsql-jobs \\\n"
         "  RSQL_AGENT_SCRIPT_DIR=/opt/rsql-agent/scripts rsql-agent run\n"
@@ -93,18 +94,18 @@ async def _serve(settings: Settings) -> int:
     notifier = systemd.Notifier.from_environment()
     agent = Agent(settings)
     loop = asyncio.get_running_loop()
-    interrupts = 0
+    stops = 0
 
-    def on_sigint() -> None:
-        nonlocal interrupts
-        interrupts += 1
-        if interrupts == 1:
+    def on_stop_signal() -> None:
+        nonlocal stops
+        stops += 1
+        if stops == 1:
             agent.request_stop()
         else:
             agent.force_stop()
 
-    loop.add_signal_handler(signal.SIGTERM, agent.request_stop)
-    loop.add_signal_handler(signal.SIGINT, on_sigint)
+    loop.add_signal_handler(signal.SIGTERM, on_stop_signal)
+    loop.add_signal_handler(signal.SIGINT, on_stop_signal)
     try:
         async with systemd.supervising(agent, notifier):
             await agent.run()

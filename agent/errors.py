@@ -85,6 +85,11 @@ class TaskGone(Exception):
     stop and nothing more may be reported for it."""
 
 
+class StaleAttempt(TaskGone):
+    """A newer attempt of the job holds its audit row: the service has retried the task, so
+    this attempt's token is closed even if no call has said so yet."""
+
+
 class CancelReason(enum.Enum):
     """Why the agent stopped a running job before it ended; the completion code reads it."""
 
@@ -92,6 +97,9 @@ class CancelReason(enum.Enum):
     TASK_GONE = "the service closed the task (TaskTimedOut or TaskDoesNotExist)"
     # The host drains: fail back with Agent.ShuttingDown so another host takes the job.
     SHUTTING_DOWN = "the agent is shutting down"
+    # No heartbeat got through for nearly HeartbeatSeconds: the service times the task out and
+    # retries it elsewhere, so the script must not run on here. Nothing to report.
+    LOST_CONTACT = "no heartbeat reached the service for too long"
 
 
 def classify(exc: BaseException) -> JobError:

@@ -4,7 +4,7 @@ At start and then every `housekeeping_interval_s`:
 
     log_dir    job logs (`*.log`) older than `log_dir_max_age_days` go; then, while the rest
                is larger than `log_dir_max_bytes`, the oldest go; directories left empty go
-    state_dir  journal files (`*.task.json`, and the unreadable ones set aside as `*.bad`)
+    state_dir  journal files (`*.task.json`, and what a start set aside in `set-aside/`)
                older than `journal_max_age_days`, then the oldest over `journal_max_bytes`:
                by then every task token they hold is long closed (a task that stops
                heartbeating is timed out by the service within its heartbeat_seconds)
@@ -29,13 +29,14 @@ from typing import Final
 
 import structlog
 
+from agent.journal import SET_ASIDE_DIR
 from agent.settings import Settings
 
 log = structlog.get_logger(__name__)
 
 DAY_S: Final = 86400.0
 LOG_PATTERNS: Final = ("*.log",)
-JOURNAL_PATTERNS: Final = ("*.task.json", "*.bad")
+JOURNAL_PATTERNS: Final = ("*.task.json", f"{SET_ASIDE_DIR}/*")
 
 
 @dataclass(frozen=True)

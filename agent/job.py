@@ -5,12 +5,13 @@ under), its process group once the script runs, and the reason it was cancelled 
 `execute` is the whole life of a job, top to bottom:
 
     parse and validate the input         (RSQL.InvalidInput; no audit row without a key)
-    start heartbeating
+    start heartbeating (and the fence)   (until the completion is delivered)
     resolve the script                   (RSQL.InvalidInput / RSQL.ScriptNotFound, audited)
     restart? skip a job that completed in the run restarted from
-    audit row Running                    (returns the attempt, hence the log stream)
+    audit row Running                    (its attempt, hence the log stream)
     run the script, output to file and CloudWatch, until exit / timeout / cancel
-    final log flush and audit row, then SendTaskSuccess / SendTaskFailure
+    its end into the journal at once; wait briefly for the last lines to ship
+    the audit row's end and SendTaskSuccess / SendTaskFailure, from the journal (agent.report)
 """
 
 from __future__ import annotations
@@ -23,66 +24,33 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agent import completion, errors, schema
-from agent.aio import cancel_and_wait
-from agent.audit import JobAuditTable, JobEnd, JobKey
+from agent import errors, schema
+from agent.aio import Interrupted, cancel_and_wait, unless
+from agent.audit import JobAuditTable, JobKey
 from agent.aws import Aws
-from agent.completion import Completer
 from agent.errors import CancelReason
-from agent.heartbeat import heartbeat_interval_s, keep_alive
-from agent.journal import Journal
-from agent.launch import Launch, failure_sentence, prepare_launch
+from agent.heartbeat import fence_after_s, heartbeat_interval_s, keep_alive
+from agent.journal import Journal, ScriptEnd
+from agent.launch import Launch, prepare_launch
 from agent.logs import token_id
-from agent.logship import LogShipper
+from agent.logship import LogShipping, shipping_record
+from agent.outcome import JobFacts, Outcome, script_outcome, success_output
+from agent.output import OutputLog
+from agent.reaper import Reaper
+from agent.report import Reporting, deliver_owed
 from agent.runner import (
-    OutputLog,
     ScriptResult,
-    exit_sentence,
     job_env,
     log_file_path,
+    process_start_ticks,
     resolve_script,
     run_script,
 )
 from agent.settings import Settings
+from agent.taskinput import TaskInput, parse_task_input
 
 log = structlog.get_logger(__name__)
-
-# The final CloudWatch flush may take this long before the completion goes out anyway.
-FINAL_FLUSH_TIMEOUT_S = 30.0
-
-
-class TaskInput(BaseModel):
-    """The activity task's input (docs/contracts.md, "Activity task input"). Strict: a number
-    where a string belongs, or the reverse, is a mistake in the state machine, not a value
-    to coerce."""
-
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
-
-    workflow_id: str = Field(min_length=1, max_length=1024)
-    workflow_execution_id: str = Field(min_length=1, max_length=1024)
-    stage_index: int = Field(ge=0)
-    job_name: str = Field(min_length=1, max_length=1024)
-    args: list[str] = Field(default_factory=list)
-    timeout_seconds: float = Field(gt=0)
-    heartbeat_seconds: float | None = Field(default=None, gt=0)
-    restart_of: str | None = None
-    # Run the script as the AWS sample did: `<script> <legacy dir> <secret id> [args...]`.
-    legacy_args: bool = False
-    # `${NAME}` values for `.sql` jobs (the workflow's `variables`).
-    variables: dict[str, str] = Field(default_factory=dict)
-
-
-def parse_task_input(raw: str) -> TaskInput:
-    """Validate the task input; raises InvalidInput naming every bad field."""
-    try:
-        return TaskInput.model_validate_json(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}" for e in exc.errors()
-        )
-        raise errors.InvalidInput(f"The task input is not valid: {problems}.") from None
 
 
 @dataclass(eq=False)
@@ -91,7 +59,6 @@ class RunningJob:
 
     token: str
     raw_input: str
-    received_at: float = field(default_factory=time.time)
     task: TaskInput | None = None
     attempt: int | None = None
     log_stream: str | None = None
@@ -99,6 +66,10 @@ class RunningJob:
     cancel_reason: CancelReason | None = None
     cancel_detail: str = ""
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    # Monotonic time the service last surely heard from us (the task was handed out before
+    # the poll answered, so that counts as a beat).
+    last_heartbeat: float = field(default_factory=time.monotonic)
+    script_ended: bool = False
     outcome: Outcome | None = None  # once the job has ended
     log_path: Path | None = None  # its local log, once created
 
@@ -123,112 +94,100 @@ class JobContext:
     settings: Settings
     aws: Aws
     audit: JobAuditTable
-    completer: Completer
+    reporting: Reporting
     journal: Journal
+    shipping: LogShipping
+    reaper: Reaper
     # The agent's own environment, and the secret's connection settings (read once).
     env: Mapping[str, str]
     connection_env: Mapping[str, str]
     instance_id: str
 
 
-@dataclass
-class Outcome:
-    status: schema.Status
-    error: errors.JobError | None = None
-    exit_code: int | None = None
-    duration_ms: int = 0
-    output: dict[str, Any] | None = None
-    cause: str | None = None
-    report: bool = True  # False once the service closed the task
-
-    def audit_end(self) -> JobEnd:
-        return JobEnd(
-            status=self.status,
-            duration_ms=self.duration_ms,
-            exit_code=self.exit_code,
-            error=self.error.code if self.error else None,
-            cause=self.error.cause if self.error else self.cause,
-        )
-
-
 async def execute(ctx: JobContext, job: RunningJob) -> None:
     """Handle one received task to its end. Raises nothing but CancelledError."""
     structlog.contextvars.bind_contextvars(token_id=job.token_id)
+    beat: asyncio.Task[None] | None = None
     try:
-        outcome = await _handle(ctx, job)
-    except Exception as exc:
-        error = errors.classify(exc)
-        if not isinstance(exc, errors.JobError):
-            log.exception("job_internal_error")
-        outcome = Outcome(schema.FAILED, error=error, exit_code=error.exit_code)
-    job.outcome = outcome
-    log.info(
-        "job_finished",
-        status=outcome.status,
-        exit_code=outcome.exit_code,
-        duration_ms=outcome.duration_ms,
-        error=outcome.error.code if outcome.error else None,
-    )
-    if not outcome.report:
-        ctx.journal.remove(job.token)
-    elif outcome.error is None:
-        await ctx.completer.send(job.token, completion.success(outcome.output or {}))
-    else:
-        await ctx.completer.send(job.token, completion.failure(outcome.error))
-
-
-async def _handle(ctx: JobContext, job: RunningJob) -> Outcome:
-    task = job.task = parse_task_input(job.raw_input)
-    structlog.contextvars.bind_contextvars(
-        job_name=task.job_name, workflow_execution_id=task.workflow_execution_id
-    )
-    ctx.journal.note(
-        job.token, job_name=task.job_name, workflow_execution_id=task.workflow_execution_id
-    )
-    interval = heartbeat_interval_s(ctx.settings.heartbeat_interval_s, task.heartbeat_seconds)
-    beat = asyncio.create_task(keep_alive(ctx.aws, job, interval), name="heartbeat")
-    try:
-        return await _handle_valid(ctx, job, task)
+        try:
+            task = job.task = parse_task_input(job.raw_input)
+            structlog.contextvars.bind_contextvars(
+                job_name=task.job_name, workflow_execution_id=task.workflow_execution_id
+            )
+            beat = _start_heartbeat(ctx, job, task)
+            outcome = await _handle(ctx, job, task)
+        except Exception as exc:
+            error = errors.classify(exc)
+            if not isinstance(exc, errors.JobError):
+                log.exception("job_internal_error")
+            outcome = Outcome(schema.FAILED, error=error, exit_code=error.exit_code)
+        job.outcome = outcome
+        log.info(
+            "job_finished",
+            status=outcome.status,
+            exit_code=outcome.exit_code,
+            duration_ms=outcome.duration_ms,
+            error=outcome.error.code if outcome.error else None,
+        )
+        # One write: what the end owes, before any of it is sent.
+        audit_end = outcome.audit_end() if job.attempt is not None else None
+        ctx.journal.update(job.token, audit_end=audit_end, completion=outcome.completion())
+        await deliver_owed(ctx.reporting, job.token)
     finally:
-        await cancel_and_wait(beat)
+        if beat is not None:
+            await cancel_and_wait(beat)
 
 
-async def _handle_valid(ctx: JobContext, job: RunningJob, task: TaskInput) -> Outcome:
+def _start_heartbeat(ctx: JobContext, job: RunningJob, task: TaskInput) -> asyncio.Task[None]:
+    interval = heartbeat_interval_s(ctx.settings.heartbeat_interval_s, task.heartbeat_seconds)
+    fence = fence_after_s(task.heartbeat_seconds, ctx.settings.kill_grace_s)
+    return asyncio.create_task(keep_alive(ctx.aws, job, interval, fence), name="keep-alive")
+
+
+async def _handle(ctx: JobContext, job: RunningJob, task: TaskInput) -> Outcome:
     key = JobKey(task.job_name, task.workflow_execution_id, task.workflow_id, task.stage_index)
     try:
         script = resolve_script(ctx.settings.script_dir, task.job_name)
+        if task.restart_of:
+            # Interrupted by a drain or the fence, like the start write below.
+            previous = await unless(
+                job.cancelled, ctx.audit.previous_run(task.job_name, task.restart_of)
+            )
+            if previous.get(schema.JobAudit.EXECUTION_STATUS) == schema.COMPLETED:
+                return await _skip(ctx, job, key, task, previous)
+        launch = _prepare(ctx, job, task, script)
     except errors.JobError as exc:
-        return await _failed_at_once(ctx, key, exc)
-    if task.restart_of:
-        previous = await ctx.audit.previous_run(task.job_name, task.restart_of)
-        if previous.get(schema.JobAudit.EXECUTION_STATUS) == schema.COMPLETED:
-            return await _skip(ctx, key, previous)
-    if job.cancel_reason is not None:
+        return await _failed_at_once(ctx, job, key, task, exc)
+    except Interrupted:
         return _cancelled_before_start(job)
     try:
-        plan = _prepare(ctx, job, task, script)
-    except errors.JobError as exc:
-        return await _failed_at_once(ctx, key, exc)
-    try:
-        job.attempt, job.log_stream = await ctx.audit.start(key)
-        ctx.journal.note(job.token, attempt=job.attempt)
-        try:
-            outcome = await _run(ctx, job, task, plan)
-        except (
-            Exception
-        ) as exc:  # the log file cannot be created, ...: the row must not stay Running
-            log.exception("job_internal_error")
-            outcome = Outcome(schema.FAILED, error=errors.classify(exc))
-        await _finish_audit(ctx, key, job, outcome)
-        return outcome
+        return await _start_and_run(ctx, job, key, task, launch)
     finally:
-        plan.cleanup()
+        launch.cleanup()
 
 
-async def _failed_at_once(ctx: JobContext, key: JobKey, error: errors.JobError) -> Outcome:
+async def _start_and_run(
+    ctx: JobContext, job: RunningJob, key: JobKey, task: TaskInput, launch: Launch
+) -> Outcome:
+    try:
+        job.attempt, job.log_stream = await unless(
+            job.cancelled, ctx.audit.start(key, task.attempt, job.token_id)
+        )
+    except Interrupted:
+        return _cancelled_before_start(job)
+    except errors.StaleAttempt as stale:
+        log.warning("job_attempt_stale", attempt=task.attempt, detail=str(stale))
+        return Outcome(schema.CANCELLED, report=False)
+    ctx.journal.note(job.token, attempt=job.attempt, log_stream=job.log_stream)
+    return await _run(ctx, job, task, launch)
+
+
+async def _failed_at_once(
+    ctx: JobContext, job: RunningJob, key: JobKey, task: TaskInput, error: errors.JobError
+) -> Outcome:
     """A job that fails before its script starts: one final audit row, no log stream."""
     outcome = Outcome(schema.FAILED, error=error)
-    await ctx.audit.record_at_once(key, outcome.audit_end(), None)
+    await ctx.audit.record_at_once(key, outcome.audit_end(), None, task.attempt, job.token_id)
     return outcome
 
 
@@ -257,14 +216,14 @@ async def _run(ctx: JobContext, job: RunningJob, task: TaskInput, launch: Launch
     path = log_file_path(
         settings.log_dir, task.workflow_id, task.workflow_execution_id, task.job_name, job.attempt
     )
-    output = OutputLog(path, settings.log_max_line_bytes, settings.output_tail_lines)
-    job.log_path = path
-    shipper = LogShipper(
-        ctx.aws, settings.log_group, job.log_stream, output, settings.log_flush_interval_s
+    output = OutputLog(
+        path, settings.log_max_line_bytes, settings.output_tail_lines, settings.log_spool_max_bytes
     )
-    shipper.start()
+    job.log_path = path
+    record = shipping_record(settings.log_group, job.log_stream, path)
+    ctx.journal.update(job.token, shipping=record)
+    shipper = ctx.shipping.start(job.token, record, output)
     log.info("job_started", attempt=job.attempt, log_stream=job.log_stream, log_file=str(path))
-    started = time.monotonic()
     try:
         result = await run_script(
             launch.argv,
@@ -275,101 +234,83 @@ async def _run(ctx: JobContext, job: RunningJob, task: TaskInput, launch: Launch
             cancel=job.cancelled,
             kill_grace_s=settings.kill_grace_s,
             on_spawn=lambda pgid: _spawned(ctx, job, pgid),
+            on_exit=lambda result: _exited(ctx, job, result),
         )
-        outcome = _outcome(ctx, job, task, result, output.tail())
-    except Exception as exc:  # the shell could not start, the disk is full, ...
-        log.exception("job_internal_error")
-        outcome = Outcome(schema.FAILED, error=errors.classify(exc))
-        outcome.duration_ms = int((time.monotonic() - started) * 1000)
-    except asyncio.CancelledError:
-        # A forced stop: no waiting on CloudWatch; the local file has the output.
-        shipper.abort()
+    finally:
         output.close()
-        raise
-    # Final flush before the completion: a workflow that moves on has its logs.
-    await shipper.close(FINAL_FLUSH_TIMEOUT_S)
-    output.close()
+        if job.pgid is not None:
+            ctx.reaper.unwatch(job.pgid)
+    outcome = script_outcome(
+        script_end(job, result),
+        _facts(ctx, job, task),
+        output.tail(),
+        job.cancel_detail,
+        local_log_note(output),
+    )
+    # A workflow that moves on has its logs, unless CloudWatch is slow: then they follow.
+    await shipper.flush(settings.log_flush_wait_s)
     return outcome
 
 
 def _spawned(ctx: JobContext, job: RunningJob, pgid: int) -> None:
     job.pgid = pgid
-    ctx.journal.update(job.token, pgid=pgid)
+    ctx.reaper.watch(pgid)
+    ctx.journal.update(job.token, pgid=pgid, pgid_start_ticks=process_start_ticks(pgid))
 
 
-def _outcome(
-    ctx: JobContext, job: RunningJob, task: TaskInput, result: ScriptResult, tail: str
+def _exited(ctx: JobContext, job: RunningJob, result: ScriptResult) -> None:
+    # The moment the script's end is known it is in the journal: a restart reports it
+    # rather than running the script again.
+    job.script_ended = True
+    ctx.journal.update(job.token, script_end=script_end(job, result))
+
+
+def script_end(job: RunningJob, result: ScriptResult) -> ScriptEnd:
+    reason = job.cancel_reason.name if result.cancelled and job.cancel_reason else None
+    return ScriptEnd(
+        exit_code=result.exit_code,
+        signal_name=result.signal_name,
+        timed_out=result.timed_out,
+        cancelled=result.cancelled,
+        cancel_reason=reason,
+        duration_s=result.duration_s,
+    )
+
+
+def local_log_note(output: OutputLog) -> str:
+    """Says why the local copy of the output is incomplete, if it is."""
+    if output.problem is None:
+        return ""
+    note = f"The local log file is incomplete: {output.problem}; CloudWatch has the output"
+    if output.dropped_lines:
+        note += f" except {output.dropped_lines} lines that could not be held in memory"
+    return note + "."
+
+
+def _facts(ctx: JobContext, job: RunningJob, task: TaskInput) -> JobFacts:
+    return JobFacts(
+        task.job_name,
+        task.timeout_seconds,
+        job.log_stream,
+        ctx.instance_id,
+        ctx.settings.worker_name,
+    )
+
+
+async def _skip(
+    ctx: JobContext, job: RunningJob, key: JobKey, task: TaskInput, previous: dict[str, Any]
 ) -> Outcome:
-    duration_ms = int(result.duration_s * 1000)
-    how = exit_sentence(result)
-    base = Outcome(schema.FAILED, exit_code=result.exit_code, duration_ms=duration_ms)
-    if result.cancelled and job.cancel_reason is CancelReason.TASK_GONE:
-        base.status, base.report = schema.CANCELLED, False
-        base.cause = f"Cancelled: {job.cancel_reason.value} ({job.cancel_detail}); {how}."
-    elif result.cancelled:
-        base.status = schema.CANCELLED
-        base.error = errors.ShuttingDown(
-            f"The agent on {ctx.settings.worker_name} is shutting down; the script was "
-            f"stopped after {duration_ms} ms ({how}). Another host may retry it.",
-            output_tail=tail,
-            exit_code=result.exit_code,
-        )
-    elif result.timed_out:
-        base.status = schema.TIMED_OUT
-        base.error = errors.ScriptTimeout(
-            f"The script {task.job_name} ran past its timeout of {task.timeout_seconds:g} s; "
-            f"its process group was killed ({how}).",
-            output_tail=tail,
-            exit_code=result.exit_code,
-        )
-    elif result.exit_code != 0:
-        base.error = errors.ScriptFailed(
-            failure_sentence(task.job_name, how, tail),
-            output_tail=tail,
-            exit_code=result.exit_code,
-        )
-    else:
-        base.status = schema.COMPLETED
-        base.output = _success_output(
-            ctx, task.job_name, schema.COMPLETED, duration_ms, job.log_stream
-        )
-    return base
-
-
-def _success_output(
-    ctx: JobContext, job_name: str, status: str, duration_ms: int, log_stream: str | None
-) -> dict[str, Any]:
-    """SendTaskSuccess output (docs/contracts.md, "Activity task output")."""
-    return {
-        "job_name": job_name,
-        "status": status,
-        "exit_code": 0,
-        "duration_ms": duration_ms,
-        "log_stream": log_stream,
-        "instance_id": ctx.instance_id,
-    }
-
-
-async def _skip(ctx: JobContext, key: JobKey, previous: dict[str, Any]) -> Outcome:
     """A restart runs only what did not complete: this job did, in the run restarted from."""
     stream = previous.get(schema.JobAudit.LOG_STREAM)
     outcome = Outcome(schema.SKIPPED, exit_code=0)
-    await ctx.audit.record_at_once(key, outcome.audit_end(), stream)
-    outcome.output = _success_output(ctx, key.job_name, schema.SKIPPED, 0, stream)
+    await ctx.audit.record_at_once(key, outcome.audit_end(), stream, task.attempt, job.token_id)
+    facts = JobFacts(key.job_name, task.timeout_seconds, stream, ctx.instance_id, "")
+    outcome.output = success_output(facts, schema.SKIPPED, 0)
     return outcome
 
 
 def _cancelled_before_start(job: RunningJob) -> Outcome:
-    if job.cancel_reason is CancelReason.TASK_GONE:
+    if job.cancel_reason in (CancelReason.TASK_GONE, CancelReason.LOST_CONTACT):
         return Outcome(schema.CANCELLED, report=False)
     error = errors.ShuttingDown("The agent is shutting down; the script was not started.")
     return Outcome(schema.CANCELLED, error=error)
-
-
-async def _finish_audit(ctx: JobContext, key: JobKey, job: RunningJob, outcome: Outcome) -> None:
-    """The job's result stands even if its audit row cannot be written: say so and go on."""
-    assert job.attempt is not None
-    try:
-        await ctx.audit.finish(key, job.attempt, job.log_stream, outcome.audit_end())
-    except Exception:
-        log.exception("audit_finish_failed", status=outcome.status)

@@ -1,253 +1,296 @@
-"""Shipping a job's output to CloudWatch Logs while it runs.
+"""Shipping a job's output to CloudWatch Logs: while it runs, and after it ended for as long as
+it takes.
 
-The shipper tails the job's local log file (written by runner.OutputLog at disk speed), woken
+A shipper tails the job's local log file (written by runner.OutputLog at disk speed), woken
 when new lines arrive and paced by `log_flush_interval_s`, so a short job costs one
-PutLogEvents call and a chatty one about one a second. Batches keep to the PutLogEvents
-limits, which the emulator does not enforce, so `check_batch` asserts them on every call.
-CloudWatch trouble is logged and never fails a job: the local file keeps the output.
+PutLogEvents call and a chatty one about one a second. When the file cannot be written, the
+lines after what it holds come from OutputLog's memory spool instead.
+
+Nothing has a deadline: a batch that fails for a transient reason (the endpoint unreachable,
+throttling, a 5xx) is retried with backoff until it goes through, however long that takes.
+The job's completion waits at most `log_flush_wait_s` for its last lines; the shipper goes on
+in the background after that. Each accepted batch moves the stream's position in the journal,
+so after a restart the next agent ships the rest of the file from there. Memory stays flat:
+a shipper holds one batch at a time, and at most `concurrency + 2` shippers hold one at once.
+A batch the service rejects for good (not transient) is dropped with an error: retrying it
+cannot help.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from typing import Final
+from pathlib import Path
+from typing import BinaryIO, Final, NamedTuple
 
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
-from agent.aio import cancel_and_wait
-from agent.aws import Aws, error_code, is_transient
-from agent.runner import TIMESTAMP_CHARS, OutputLog
+from agent.aws import FOREVER, Aws, error_code
+from agent.journal import Journal, Shipping
+from agent.logbatch import Clock, LogEvent, Packed, check_batch, make_event, pack
+from agent.output import OutputLog
 
 log = structlog.get_logger(__name__)
 
-# PutLogEvents limits (CloudWatch Logs API reference).
-EVENT_OVERHEAD_BYTES: Final = 26
-MAX_BATCH_EVENTS: Final = 10_000
-MAX_BATCH_BYTES: Final = 1_048_576
-MAX_EVENT_BYTES: Final = 256 * 1024
-MAX_MESSAGE_BYTES: Final = MAX_EVENT_BYTES - EVENT_OVERHEAD_BYTES
-MAX_BATCH_SPAN_MS: Final = 24 * 3600 * 1000
-# The file is read in windows: memory stays flat however far behind the shipper is.
+# Local file windows: a line is at most 1 MiB, so a window always holds a whole one.
 READ_WINDOW_BYTES: Final = 2 * 1024 * 1024
 IDLE_CHECK_S: Final = 5.0
+LOST_LINES_NOTE: Final = (
+    "[rsql-agent] {} lines of output are missing here: the local log could not be written "
+    "and CloudWatch could not be reached for long enough to hold them in memory"
+)
 
 
-class BatchLimitError(Exception):
-    """A batch breaks a PutLogEvents limit (a bug in the batching, never a user error)."""
+class Position(NamedTuple):
+    """Where the next batch starts: a file offset and the pieces of that line already
+    shipped, and the number of the next spooled line."""
+
+    offset: int
+    piece: int
+    seq: int
 
 
-@dataclass(frozen=True, slots=True)
-class LogEvent:
-    timestamp_ms: int
-    message: str
-    size: int  # bytes counted against the batch limit: UTF-8 message + 26
+class LineSource:
+    """Complete lines of one job's output from a position on: the local file (up to what
+    OutputLog wrote whole, or to its end once the job is over), then the memory spool."""
 
+    def __init__(self, record: Shipping, output: OutputLog | None) -> None:
+        self._record = record
+        self._output = output
+        self._seq = 0  # the next spooled line to ship
+        self._clock = Clock()
+        self._file: BinaryIO | None = None
+        self._gone = False
 
-def make_event(timestamp_ms: int, message: str) -> LogEvent:
-    return LogEvent(timestamp_ms, message, len(message.encode()) + EVENT_OVERHEAD_BYTES)
+    def read(self) -> tuple[Packed, Position]:
+        """The next batch (empty when there is nothing new), and where the one after starts."""
+        record, output = self._record, self._output
+        if output is not None and output.problem is not None and record.limit is None:
+            record.limit = output.file_end  # a restart must not read the cut write after it
+        lines, ends = self._file_lines(record.offset)
+        if lines:
+            packed = pack(lines, record.piece, self._clock)
+            offset = ends[packed.lines - 1] if packed.lines else record.offset
+            return packed, Position(offset, packed.piece, self._seq)
+        if output is None or output.problem is None:
+            return Packed([], 0, 0), Position(record.offset, record.piece, self._seq)
+        spooled, lost = output.spooled(self._seq)
+        # Lines dropped from the spool before they were shipped: say so where they were.
+        note = [self._lost_note(lost, spooled)] if lost else []
+        packed = pack(spooled, 0 if lost else record.piece, self._clock)
+        after = Position(record.offset, packed.piece, self._seq + lost + packed.lines)
+        return Packed(note + packed.events, packed.lines, packed.piece), after
 
+    def advance(self, after: Position) -> None:
+        """The batch read last is in CloudWatch."""
+        self._record.offset, self._record.piece, self._seq = after
+        if self._output is not None:
+            self._output.release(self._seq)
 
-def split_message(raw: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> list[str]:
-    """Decode a line and cut it into messages of at most `max_bytes` UTF-8 bytes, never in
-    the middle of a character. An empty line becomes one space (CloudWatch wants 1+ chars)."""
-    text = raw.decode(errors="replace").encode()
-    if not text:
-        return [" "]
-    pieces: list[str] = []
-    start = 0
-    while start < len(text):
-        end = min(start + max_bytes, len(text))
-        # Step back over UTF-8 continuation bytes (10xxxxxx) to a character boundary.
-        while end < len(text) and end > start and (text[end] & 0xC0) == 0x80:
-            end -= 1
-        pieces.append(text[start:end].decode())
-        start = end
-    return pieces
+    def exhausted(self) -> bool:
+        """Everything is shipped and no more will come."""
+        output = self._output
+        if output is None:
+            return True  # a previous run's file: read() got to its end
+        return output.ended and (output.problem is None or self._seq >= self._spool_end())
 
+    def _spool_end(self) -> int:
+        assert self._output is not None
+        return self._output.spool_start + len(self._output.spool)
 
-def batches(events: Iterable[LogEvent]) -> Iterator[list[LogEvent]]:
-    """Pack chronological events into batches within every PutLogEvents limit."""
-    batch: list[LogEvent] = []
-    size = 0
-    for event in events:
-        if batch and (
-            len(batch) >= MAX_BATCH_EVENTS
-            or size + event.size > MAX_BATCH_BYTES
-            or event.timestamp_ms - batch[0].timestamp_ms > MAX_BATCH_SPAN_MS
-        ):
-            yield batch
-            batch, size = [], 0
-        batch.append(event)
-        size += event.size
-    if batch:
-        yield batch
-
-
-def check_batch(batch: list[LogEvent]) -> None:
-    """Raise BatchLimitError unless `batch` is a valid PutLogEvents batch."""
-    if not 1 <= len(batch) <= MAX_BATCH_EVENTS:
-        raise BatchLimitError(f"{len(batch)} events in one batch")
-    total = 0
-    for before, event in zip([batch[0], *batch], batch, strict=False):
-        real_size = len(event.message.encode()) + EVENT_OVERHEAD_BYTES
-        if real_size != event.size or real_size > MAX_EVENT_BYTES or not event.message:
-            raise BatchLimitError(f"event of {real_size} bytes (counted {event.size})")
-        if event.timestamp_ms < before.timestamp_ms:
-            raise BatchLimitError("events out of chronological order")
-        total += real_size
-    if total > MAX_BATCH_BYTES:
-        raise BatchLimitError(f"batch of {total} bytes")
-    if batch[-1].timestamp_ms - batch[0].timestamp_ms > MAX_BATCH_SPAN_MS:
-        raise BatchLimitError("batch spans more than 24 hours")
-
-
-class FileTail:
-    """Reads complete lines of a local log file from where it last stopped, as events."""
-
-    def __init__(self, output: OutputLog) -> None:
-        self._file = output.path.open("rb")
-        self._last_prefix = b""
-        self._prefix_ms = 0
-        self._last_ms = 0
-
-    def read_events(self) -> list[LogEvent]:
-        """Events of the complete lines written since the last call, at most one window."""
-        start = self._file.tell()
-        window = self._file.read(READ_WINDOW_BYTES)
-        cut = window.rfind(b"\n") + 1
-        self._file.seek(start + cut)
-        if not cut:
-            return []
-        events: list[LogEvent] = []
+    def _file_lines(self, offset: int) -> tuple[list[bytes], list[int]]:
+        """Whole lines from `offset` on (one window at most), and the offset after each."""
+        limit = self._limit()
+        size = READ_WINDOW_BYTES if limit is None else min(READ_WINDOW_BYTES, limit - offset)
+        if size <= 0 or self._open() is None:
+            return [], []
+        assert self._file is not None
+        self._file.seek(offset)
+        window = self._file.read(size)
         # split, not splitlines: a bare \r (a progress bar) is part of a line, not an end.
-        for line in window[: cut - 1].split(b"\n"):
-            timestamp_ms = max(self._timestamp_ms(line[:TIMESTAMP_CHARS]), self._last_ms)
-            # Chronological even if the wall clock steps back: CloudWatch rejects disorder.
-            self._last_ms = timestamp_ms
-            text = line[TIMESTAMP_CHARS + 5 :]  # after "<timestamp> out "
-            events.extend(make_event(timestamp_ms, m) for m in split_message(text))
-        return events
+        lines = window.split(b"\n")
+        rest = lines.pop()  # after the last newline: empty, or a line not finished yet
+        finished_file = self._output is None and len(window) < size
+        if rest and (finished_file or not lines):
+            # A finished file's last line counts without a newline; a line longer than a
+            # window (not OutputLog's) goes in window-sized parts.
+            lines.append(rest)
+        ends, position = [], offset
+        for line in lines:
+            position += len(line) + 1
+            ends.append(min(position, offset + len(window)))
+        return lines, ends
 
-    def _timestamp_ms(self, prefix: bytes) -> int:
-        if prefix != self._last_prefix:  # lines of one read share a timestamp: parse once
-            self._last_prefix = prefix
+    def _open(self) -> BinaryIO | None:
+        # Kept open from the first read on: if the file is deleted meanwhile (a clean-up of
+        # the log directory), what the job writes to it can still be read and shipped.
+        if self._file is None and not self._gone:
             try:
-                moment = dt.datetime.fromisoformat(prefix.decode())
-                self._prefix_ms = int(moment.timestamp() * 1000)
-            except (ValueError, UnicodeDecodeError):
-                pass  # not written by OutputLog: keep the previous time
-        return self._prefix_ms
+                self._file = open(self._record.path, "rb")  # noqa: SIM115 - closed by close()
+            except OSError as exc:
+                self._gone = True
+                log.warning("local_log_unreadable", path=self._record.path, error=str(exc))
+                if self._output is None or self._output.problem is None:
+                    self._record.offset = self._limit() or self._record.offset
+        return self._file
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _limit(self) -> int | None:
+        if self._output is not None:
+            return self._output.file_end
+        return self._record.limit
+
+    def _lost_note(self, lost: int, spooled: list[bytes]) -> LogEvent:
+        timestamp_ms = self._clock.timestamp_ms(spooled[0]) if spooled else 0
+        return make_event(timestamp_ms, LOST_LINES_NOTE.format(lost))
 
 
 class LogShipper:
-    """Ships one job's local log file to its CloudWatch log stream until `close()`."""
+    """Ships one job's output to its log stream until everything is there."""
 
     def __init__(
-        self, aws: Aws, log_group: str, log_stream: str, output: OutputLog, interval_s: float
+        self,
+        shipping: LogShipping,
+        token: str,
+        record: Shipping,
+        output: OutputLog | None,
     ) -> None:
-        self._aws = aws
-        self._group = log_group
-        self._stream = log_stream
+        self._shipping = shipping
+        self._aws = shipping.aws
+        self._token = token
+        self._record = record
         self._output = output
-        self._interval_s = interval_s
-        self._closing = asyncio.Event()
-        self._tail = FileTail(output)
-        self._task: asyncio.Task[None] | None = None
+        self._source = LineSource(record, output)
+        self.caught_up = asyncio.Event()
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"logship {self._stream}")
+    async def flush(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` for every line to be shipped; True if they were. Shipping
+        goes on either way."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.caught_up.wait(), timeout=timeout_s)
+        if not self.caught_up.is_set():
+            log.info("log_shipping_continues", log_stream=self._record.log_stream)
+        return self.caught_up.is_set()
 
-    async def close(self, timeout_s: float) -> None:
-        """Ship everything still in the file, then stop; gives up after `timeout_s`."""
-        self._closing.set()
-        self._output.wake.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), timeout=timeout_s)
-            except TimeoutError:
-                log.warning("log_flush_timed_out", log_stream=self._stream)
-                await cancel_and_wait(self._task)
-        self._tail.close()
-
-    def abort(self) -> None:
-        """Stop at once, without the final flush."""
-        if self._task is not None:
-            self._task.cancel()
-        self._tail.close()
-
-    async def _run(self) -> None:
+    async def run(self) -> None:
+        """Ship until the output ended and every line is in CloudWatch."""
         try:
-            if not await self._create_stream():
+            if await self._create_stream():
+                await self._ship()
+            self.caught_up.set()
+            self._record.done = True
+            self._shipping.journal.update(self._token)
+        finally:
+            self._source.close()
+
+    async def _ship(self) -> None:
+        while True:
+            async with self._shipping.slots:
+                if self._output is not None:
+                    self._output.wake.clear()
+                packed, after = self._source.read()
+                if packed.events:
+                    await self._put(packed.events)
+                    self._source.advance(after)
+                    self._shipping.journal.update(self._token)
+                    continue
+            if self._source.exhausted():
                 return
-            while not self._closing.is_set():
-                # Woken by new output; the timer is a backstop for writes it did not see.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._output.wake.wait(), timeout=IDLE_CHECK_S)
-                # Collect for one interval: fewer, fuller batches (a short job ships once).
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._closing.wait(), timeout=self._interval_s)
-                self._output.wake.clear()
-                await self._ship_available()
-            await self._ship_available()
-        except Exception:
-            log.exception("log_shipping_failed", log_stream=self._stream)
+            await self._wait_for_output()
+
+    async def _wait_for_output(self) -> None:
+        output = self._output
+        assert output is not None
+        # Woken by new output; the timer is a backstop for writes it did not see.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(output.wake.wait(), timeout=IDLE_CHECK_S)
+        # Collect for one interval (fewer, fuller batches: a short job ships once), unless
+        # the output ends first.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(output.closed.wait(), timeout=self._shipping.interval_s)
 
     async def _create_stream(self) -> bool:
-        for attempt in range(2):
+        group, stream = self._record.log_group, self._record.log_stream
+        for _ in range(2):
             try:
                 await self._aws.call(
                     self._aws.logs.create_log_stream,
-                    logGroupName=self._group,
-                    logStreamName=self._stream,
+                    deadline_s=FOREVER,
+                    logGroupName=group,
+                    logStreamName=stream,
                 )
                 return True
             except (ClientError, BotoCoreError) as exc:
                 code = error_code(exc)
                 if code == "ResourceAlreadyExistsException":
                     return True
-                if code == "ResourceNotFoundException" and attempt == 0:
-                    await self._create_group()
-                    continue
-                log.warning("log_stream_unavailable", log_stream=self._stream, error=code)
-                return False
+                if code != "ResourceNotFoundException":
+                    log.error("log_stream_unavailable", log_stream=stream, error=code)
+                    return False
+            with contextlib.suppress(ClientError, BotoCoreError):
+                await self._aws.call(
+                    self._aws.logs.create_log_group, deadline_s=FOREVER, logGroupName=group
+                )
         return False
 
-    async def _create_group(self) -> None:
-        with contextlib.suppress(ClientError, BotoCoreError):
-            await self._aws.call(self._aws.logs.create_log_group, logGroupName=self._group)
-
-    async def _ship_available(self) -> None:
-        """Ship every complete line in the file, window by window."""
-        while events := self._tail.read_events():
-            for batch in batches(events):
-                await self._put(batch)
-
-    async def _put(self, batch: list[LogEvent]) -> None:
-        check_batch(batch)
-        try:
-            response = await self._aws.call(
-                self._aws.logs.put_log_events,
-                logGroupName=self._group,
-                logStreamName=self._stream,
-                logEvents=[{"timestamp": e.timestamp_ms, "message": e.message} for e in batch],
-            )
-        except (ClientError, BotoCoreError) as exc:
-            # After the retries of the AWS layer: lose this batch, keep the job and the file.
-            log.warning(
-                "log_batch_dropped",
-                log_stream=self._stream,
-                events=len(batch),
-                error=error_code(exc),
-                transient=is_transient(exc),
-            )
+    async def _put(self, events: list[LogEvent]) -> None:
+        check_batch(events)
+        for _ in range(2):
+            try:
+                response = await self._aws.call(
+                    self._aws.logs.put_log_events,
+                    deadline_s=FOREVER,
+                    logGroupName=self._record.log_group,
+                    logStreamName=self._record.log_stream,
+                    logEvents=[{"timestamp": e.timestamp_ms, "message": e.message} for e in events],
+                )
+            except (ClientError, BotoCoreError) as exc:
+                # Only a final answer gets here (transient failures are retried for ever).
+                if error_code(exc) == "ResourceNotFoundException" and await self._create_stream():
+                    continue  # the stream or group was deleted meanwhile
+                log.error(
+                    "log_batch_dropped",
+                    log_stream=self._record.log_stream,
+                    events=len(events),
+                    error=error_code(exc),
+                )
+                return
+            if response.get("rejectedLogEventsInfo"):
+                log.warning("log_events_rejected", log_stream=self._record.log_stream)
             return
-        if response.get("rejectedLogEventsInfo"):
-            log.warning("log_events_rejected", log_stream=self._stream)
+
+
+class LogShipping:
+    """Every shipper of the agent: of running jobs, of ended jobs still behind, and of a
+    previous run's jobs. Their tasks are awaited (or cancelled) by the agent's drain."""
+
+    def __init__(self, aws: Aws, journal: Journal, interval_s: float, concurrency: int) -> None:
+        self.aws = aws
+        self.journal = journal
+        self.interval_s = interval_s
+        # Each shipper holding a batch holds up to 1 MiB of events: bound how many do.
+        self.slots = asyncio.Semaphore(concurrency + 2)
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def start(self, token: str, record: Shipping, output: OutputLog | None) -> LogShipper:
+        """Ship `record`'s stream (from its position on) in a task of its own."""
+        shipper = LogShipper(self, token, record, output)
+        task = asyncio.create_task(shipper.run(), name=f"logship {record.log_stream}")
+        self.tasks.add(task)
+        task.add_done_callback(self._done)
+        return shipper
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("log_shipping_failed", error=repr(task.exception()))
+
+
+def shipping_record(log_group: str, log_stream: str, path: Path) -> Shipping:
+    """A new stream's position: nothing shipped yet."""
+    return Shipping(log_group=log_group, log_stream=log_stream, path=str(path))

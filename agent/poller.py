@@ -12,6 +12,11 @@ minute) and adds one more loop each time a poll returns a task, up to `max_polle
 work is queued every free slot gets a poll of its own, so a task is picked up as soon as it is
 scheduled instead of waiting for one of a few pollers to come round. An added loop ends at its
 first empty poll, which brings an idle host back to `pollers` calls a minute.
+
+When the agent drains, a poller waiting for a slot stops at once, but a poll already open
+stays open until it returns: the service may hand it a task at any moment, and a poll
+abandoned then leaves that task waiting for its heartbeat timeout. What it brings is failed
+back with Agent.ShuttingDown at once (the agent's `on_task` does that while draining).
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from collections.abc import Callable
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
-from agent.aws import Aws, error_code
+from agent.aio import cancel_and_wait
+from agent.aws import Aws, error_code, is_transient
 
 log = structlog.get_logger(__name__)
 
@@ -54,21 +60,22 @@ class Poller:
         self.polls = 0
 
     async def run(self) -> None:
-        """Poll until the agent drains (or, for an added poller, until a poll comes back
-        empty or fails). Cancelling it abandons an open poll."""
+        """Poll until the agent drains (an open poll is finished first), or, for an added
+        poller, until a poll comes back empty or fails. Cancelling it abandons an open poll."""
         failures = 0
         while not self._draining.is_set():
-            await self._slots.acquire()
+            if not await self._take_slot():
+                return
             took_slot = failed = False
             try:
-                if self._draining.is_set():
-                    return
                 took_slot = await self._poll_once()
                 failures = 0
             except (ClientError, BotoCoreError) as exc:
                 failures += 1
                 failed = True
-                log.warning("poll_failed", poller=self.name, error=error_code(exc))
+                # Transient failures are reported by the AWS layer's Outage, once a minute.
+                level = log.debug if is_transient(exc) else log.warning
+                level("poll_failed", poller=self.name, error=error_code(exc))
             finally:
                 if not took_slot:
                     self._slots.release()
@@ -76,6 +83,25 @@ class Poller:
                 return
             if failed:
                 await self._back_off(failures)
+
+    async def _take_slot(self) -> bool:
+        """Wait for a free slot; False (and no slot) once the agent drains."""
+        if self._draining.is_set():
+            return False
+        slot = asyncio.ensure_future(self._slots.acquire())
+        drain = asyncio.ensure_future(self._draining.wait())
+        try:
+            await asyncio.wait({slot, drain}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await cancel_and_wait(drain)
+            if not slot.done():
+                await cancel_and_wait(slot)
+        if slot.cancelled():
+            return False
+        if self._draining.is_set():
+            self._slots.release()
+            return False
+        return True
 
     async def _poll_once(self) -> bool:
         self.polls += 1
@@ -130,11 +156,15 @@ class PollerGroup:
         return self._polls_of_ended + sum(poller.polls for poller in self._running.values())
 
     async def run(self) -> None:
-        """Poll until the agent drains; on cancel, every loop is cancelled and awaited."""
+        """Poll until the agent drains and every open poll has returned; on cancel, every
+        loop is cancelled (abandoning its poll) and awaited."""
         base = [self._start(f"poller-{number}", until_idle=False) for number in range(self._base)]
         try:
             # A loop that crashed is logged (see _ended); the others go on.
             await asyncio.gather(*base, return_exceptions=True)
+            # Draining: added loops end once their open poll has returned.
+            while self._running:
+                await asyncio.gather(*list(self._running), return_exceptions=True)
         finally:
             tasks = list(self._running)
             for task in tasks:

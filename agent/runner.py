@@ -1,10 +1,9 @@
-"""Running one script: where it is, what environment it gets, its process group, its output.
+"""Running one script: where it is, what environment it gets, its process group.
 
 The script runs as `<shell> <script> <args...>` (an argv list, never a shell string) in a new
 session, so it and everything it starts share one process group the agent can signal as a
-whole. Its stdout and stderr are read in chunks and written, line by line with a timestamp, to
-a local log file at disk speed; the CloudWatch shipper tails that file on its own time, so a
-slow CloudWatch never blocks the script and memory stays flat whatever the script prints.
+whole. Its stdout and stderr are read in chunks and handed to an `OutputLog` (agent.output),
+which never blocks, so the pipes are always drained and the script never waits on the agent.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ import os
 import re
 import signal
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -23,16 +21,11 @@ from typing import Final
 import structlog
 
 from agent import errors, schema
+from agent.output import STDERR, STDOUT, OutputLog
 
 log = structlog.get_logger(__name__)
 
 READ_CHUNK_BYTES: Final = 64 * 1024
-# A local log line is `<ISO-8601 UTC ms> <out|err> <text>`: fixed-width prefix, easy to parse.
-TIMESTAMP_CHARS: Final = 24
-STDOUT: Final = b"out"
-STDERR: Final = b"err"
-# Lines of the tail that go into a failure's cause are cut to this many characters.
-TAIL_LINE_CHARS: Final = 1000
 # How long to wait for the pipes to close once the process group is gone: a process that left
 # the group (setsid) may hold them open forever.
 PIPE_CLOSE_TIMEOUT_S: Final = 2.0
@@ -93,68 +86,6 @@ def safe_name(part: str) -> str:
     return "_" + cleaned[1:] if cleaned.startswith(".") or not cleaned else cleaned
 
 
-class OutputLog:
-    """The job's output: lines into the local file, the last few kept for the failure cause,
-    and `wake` set whenever new lines are there for the shipper."""
-
-    def __init__(self, path: Path, max_line_bytes: int, tail_lines: int) -> None:
-        self.path = path
-        self.wake = asyncio.Event()
-        self._max_line_bytes = max_line_bytes
-        self._tail: deque[str] = deque(maxlen=tail_lines)
-        self._partial: dict[bytes, bytearray] = {STDOUT: bytearray(), STDERR: bytearray()}
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-        # Output can hold data: readable by the agent's group at most.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-        self._file = os.fdopen(fd, "ab", buffering=0)
-
-    def feed(self, stream: bytes, chunk: bytes) -> None:
-        """Add a chunk read from `stream`; complete lines are written at once."""
-        buffer = self._partial[stream]
-        buffer += chunk
-        lines: list[bytes] = []
-        start = 0
-        while (end := buffer.find(b"\n", start)) != -1:
-            lines.extend(self._cap(bytes(buffer[start:end]).rstrip(b"\r")))
-            start = end + 1
-        del buffer[:start]
-        # A line with no newline yet is cut at the cap, so one endless line cannot grow memory.
-        while len(buffer) >= self._max_line_bytes:
-            lines.append(bytes(buffer[: self._max_line_bytes]))
-            del buffer[: self._max_line_bytes]
-        self._write(stream, lines)
-
-    def end(self, stream: bytes) -> None:
-        """The stream closed: its last line counts even without a newline."""
-        buffer = self._partial[stream]
-        if buffer:
-            self._write(stream, [bytes(buffer)])
-            buffer.clear()
-
-    def tail(self) -> str:
-        """The last lines of output, oldest first."""
-        return "\n".join(self._tail)
-
-    def close(self) -> None:
-        self._file.close()
-
-    def _cap(self, line: bytes) -> list[bytes]:
-        size = self._max_line_bytes
-        if len(line) <= size:
-            return [line]
-        return [line[i : i + size] for i in range(0, len(line), size)]
-
-    def _write(self, stream: bytes, lines: list[bytes]) -> None:
-        if not lines:
-            return
-        prefix = schema.iso_utc_ms(time.time()).encode() + b" " + stream + b" "
-        self._file.write(b"".join(prefix + line + b"\n" for line in lines))
-        if self._tail.maxlen:
-            for line in lines[-self._tail.maxlen :]:
-                self._tail.append(line[:TAIL_LINE_CHARS].decode(errors="replace"))
-        self.wake.set()
-
-
 @dataclass(frozen=True)
 class ScriptResult:
     """How a script ended. `exit_code` follows the shell: 128 + n when killed by signal n."""
@@ -176,11 +107,13 @@ async def run_script(
     cancel: asyncio.Event,
     kill_grace_s: float,
     on_spawn: Callable[[int], None] = lambda pgid: None,
+    on_exit: Callable[[ScriptResult], None] = lambda result: None,
 ) -> ScriptResult:
     """Run `argv` in its own process group until it exits, `timeout_s` passes or `cancel` is
     set; in the last two cases SIGTERM the group, then SIGKILL it after `kill_grace_s`.
     Processes the script left behind in its group end with it. `on_spawn(pgid)` is called
-    as soon as the group exists (the journal records it)."""
+    as soon as the group exists, `on_exit(result)` as soon as the script has exited (before
+    its leftovers are ended and its pipes drained): the journal records both."""
     started = time.monotonic()
     process = await asyncio.create_subprocess_exec(
         *argv,
@@ -202,20 +135,27 @@ async def run_script(
         timed_out, cancelled = await _wait(process, timeout_s, cancel)
         if timed_out or cancelled:
             await _terminate(process, pgid, kill_grace_s)
+        result = _result(process, timed_out, cancelled, time.monotonic() - started)
+        on_exit(result)
         await _end_leftovers(pgid, kill_grace_s)
         await _drain_pipes(pumps)
     except BaseException:
         # Whatever went wrong above (even this task being cancelled), no process outlives it.
         _signal_group(pgid, signal.SIGKILL)
         raise
+    return result
+
+
+def _result(
+    process: asyncio.subprocess.Process, timed_out: bool, cancelled: bool, duration_s: float
+) -> ScriptResult:
     code = process.returncode if process.returncode is not None else -signal.SIGKILL
-    signal_name = signal.Signals(-code).name if code < 0 else None
     return ScriptResult(
         exit_code=128 - code if code < 0 else code,
-        signal_name=signal_name,
+        signal_name=signal.Signals(-code).name if code < 0 else None,
         timed_out=timed_out,
         cancelled=cancelled,
-        duration_s=time.monotonic() - started,
+        duration_s=duration_s,
     )
 
 
@@ -312,14 +252,21 @@ def _running_member(pid: str, pgid: int) -> bool:
     return int(fields[2]) == pgid and fields[0] not in (b"Z", b"X")
 
 
-def kill_group(pgid: int) -> bool:
-    """SIGKILL a process group (used at start for groups of a previous agent's jobs)."""
+def kill_group(pgid: int, leader_start_ticks: int | None) -> bool:
+    """SIGKILL a process group a previous agent's job left (found in the journal at start),
+    unless its id now belongs to someone else: its leader running with another start time."""
+    if leader_start_ticks is not None:
+        now = process_start_ticks(pgid)
+        if now is not None and now != leader_start_ticks:
+            return False
     return _signal_group(pgid, signal.SIGKILL)
 
 
-def exit_sentence(result: ScriptResult) -> str:
-    """How the script ended, for a failure's cause: `exit code 3`, or
-    `exit code 143, killed by SIGTERM`."""
-    if result.signal_name:
-        return f"exit code {result.exit_code}, killed by {result.signal_name}"
-    return f"exit code {result.exit_code}"
+def process_start_ticks(pid: int) -> int | None:
+    """When process `pid` started (clock ticks since boot), to tell a reused pid apart."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            # After the command name: state is field 3, starttime field 22.
+            return int(stat.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None

@@ -34,6 +34,8 @@ class JobAudit:
     WORKER_NAME: Final = "worker_name"
     LOG_STREAM: Final = "log_stream"
     ATTEMPT: Final = "attempt"
+    # Which attempt wrote the row last: the short id of its task token (agent.logs.token_id).
+    ATTEMPT_ID: Final = "attempt_id"
     ERROR: Final = "error"
     CAUSE: Final = "cause"
 

@@ -14,7 +14,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent import logs
-from agent.aws import Aws, error_code
+from agent.aws import FOREVER, Aws, error_code
 
 log = structlog.get_logger(__name__)
 
@@ -76,7 +76,10 @@ async def load_connection_env(aws: Aws, secret_id: str | None) -> dict[str, str]
         log.warning("no_secret_configured", detail="scripts get no connection settings")
         return {}
     try:
-        response = await aws.call(aws.secretsmanager.get_secret_value, SecretId=secret_id)
+        # An outage at start is waited out (Outage says so once a minute), not a crash loop.
+        response = await aws.call(
+            aws.secretsmanager.get_secret_value, deadline_s=FOREVER, SecretId=secret_id
+        )
     except Exception as exc:
         raise SecretError(f"cannot read secret {secret_id!r}: {error_code(exc)}") from None
     secret_string = response.get("SecretString")

@@ -84,11 +84,21 @@ class Settings(BaseSettings):
     aws_max_calls_per_s: int = Field(default=200, ge=1, description="over all APIs")
     # Calls per second by API name, over agent.ratelimit.DEFAULT_RATES_PER_S.
     aws_rates_per_s: dict[str, float] = Field(default_factory=dict)
-    completion_deadline_s: float = Field(default=600.0, gt=0)
+    outage_warning_interval_s: float = Field(
+        default=60.0, gt=0, description="at most one aws_unreachable warning this often"
+    )
 
     # Output.
     log_group: str = Field(default="/rsql/jobs", min_length=1, max_length=512)
     log_flush_interval_s: float = Field(default=1.0, gt=0)
+    log_flush_wait_s: float = Field(
+        default=5.0, ge=0, description="a completion waits this long for the job's last lines"
+    )
+    log_spool_max_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=64 * 1024,
+        description="output held in memory while the local log cannot be written",
+    )
     log_max_line_bytes: int = Field(default=MAX_EVENT_BYTES, ge=1024, le=4 * MAX_EVENT_BYTES)
     output_tail_lines: int = Field(default=20, ge=0, le=1000)
 

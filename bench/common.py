@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from cloud.demo import stop_agent
 from cloud.tables import job_audit_spec
 
 T = TypeVar("T")
@@ -280,13 +280,11 @@ class AgentProcess:
         return found
 
     def stop(self, timeout_s: float = 90.0) -> int:
+        """SIGTERM; a drain waits for open long polls, so a second SIGTERM soon after (the
+        work is done by now); SIGKILL after `timeout_s`."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait(10)
+            stop_agent(self.process, timeout_s)
+        return self.process.wait(10)
 
 
 @contextmanager

@@ -38,6 +38,8 @@ EXPECTED_ROWS = 4
 SHOWN_LOG_JOB = "rsql_blog_script_3.sh"
 WORKFLOW_TIMEOUT_S = 120
 AGENT_STOP_TIMEOUT_S = 30
+# How long a stopping agent may wait for its open polls before the second SIGTERM.
+STOP_PATIENCE_S = 2
 _REPO = Path(__file__).resolve().parent.parent
 
 
@@ -240,18 +242,30 @@ class Demo:
         )
 
     def close(self) -> None:
-        """Stop the agent (it drains on SIGTERM), then the emulator; bounded."""
+        """Stop the agent, then the emulator; bounded."""
         if self._agent is not None and self._agent.poll() is None:
-            self._agent.send_signal(signal.SIGTERM)
-            try:
-                self._agent.wait(AGENT_STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self._agent.kill()
-                self._agent.wait()
+            stop_agent(self._agent, AGENT_STOP_TIMEOUT_S)
         if self._agent_log is not None:
             self._agent_log.close()
         if self._emulator is not None:
             self._emulator.stop()
+
+
+def stop_agent(agent: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """SIGTERM an agent whose work is done; it drains, which includes waiting for its open
+    long polls to return (up to a minute), so after a moment a second SIGTERM tells it to
+    stop at once. SIGKILL after `timeout_s`."""
+    agent.send_signal(signal.SIGTERM)
+    try:
+        agent.wait(STOP_PATIENCE_S)
+        return
+    except subprocess.TimeoutExpired:
+        agent.send_signal(signal.SIGTERM)
+    try:
+        agent.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        agent.kill()
+        agent.wait()
 
 
 def _banner(text: str) -> None:

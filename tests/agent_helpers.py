@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from agent.app import Agent
 from agent.items import from_item
@@ -135,6 +137,19 @@ def make_stack(
     return Stack(uid, activity_arn, machine["stateMachineArn"], table, log_group)
 
 
+# Settings for tests that cut the network: calls fail fast during a cut (a real partition
+# leaves them hanging until their timeouts), a job's completion waits 1 s for CloudWatch, and
+# `outage_warning_interval_s=1` stands for the minute between two `aws_unreachable` warnings.
+FAST_FAILING: dict[str, Any] = {
+    "aws_call_deadline_s": 1,
+    "aws_connect_timeout_s": 1,
+    "aws_read_timeout_s": 2,
+    "outage_warning_interval_s": 1,
+    "log_flush_wait_s": 1,
+    "heartbeat_interval_s": 1,
+}
+
+
 def agent_settings(tmp_path: Path, stack: Stack, **overrides: Any) -> Settings:
     """Test-friendly settings: short intervals and deadlines, private directories."""
     values: dict[str, Any] = {
@@ -154,7 +169,6 @@ def agent_settings(tmp_path: Path, stack: Stack, **overrides: Any) -> Settings:
         "kill_grace_s": 0.5,
         "log_flush_interval_s": 0.2,
         "aws_call_deadline_s": 10,
-        "completion_deadline_s": 10,
         # Metrics go nowhere unless a test creates their log group and turns them on.
         "metrics_enabled": False,
     }
@@ -223,9 +237,14 @@ def log_messages(aws: Any, stack: Stack, log_stream: str) -> list[str]:
 
 
 @contextmanager
-def agent_thread(settings: Settings, ready_timeout_s: float = 30.0) -> Iterator[Agent]:
+def agent_thread(
+    settings: Settings, ready_timeout_s: float = 30.0, *, wait_for_polls: bool = False
+) -> Iterator[Agent]:
     """Run an agent in a thread of its own (with its own event loop) for the block; on exit
-    ask it to drain and wait until it has stopped."""
+    ask it to drain and wait until it has stopped. A drain keeps open polls open until they
+    return (up to the emulator's POLL_WAIT_S); unless `wait_for_polls`, once nothing but
+    polls is left the helper stops the agent at once, as a second SIGTERM would, so that
+    tests not about the drain do not each wait out a poll."""
     agent = Agent(settings)
     failure: list[BaseException] = []
 
@@ -244,38 +263,131 @@ def agent_thread(settings: Settings, ready_timeout_s: float = 30.0) -> Iterator[
         yield agent
     finally:
         agent.request_stop()
+        if not wait_for_polls:
+            wait_for(
+                lambda: agent.idle or not thread.is_alive(),
+                settings.drain_timeout_s + 60,
+                "the agent to finish its jobs",
+            )
+            agent.force_stop()
         thread.join(settings.drain_timeout_s + 60)
         assert not thread.is_alive(), "the agent did not stop"
     if failure:
         raise failure[0]
 
 
-def agent_process(
-    settings: Settings, tmp_path: Path, extra_env: dict[str, str] | None = None
-) -> subprocess.Popen[bytes]:
-    """`rsql-agent run` as a child process with `settings` in an env file; its output goes
-    to `tmp_path/agent.out`. The caller stops it (SIGTERM) and waits."""
-    env_file = tmp_path / "agent.env"
-    lines = []
-    for name, value in settings.model_dump(exclude_none=True).items():
-        if name in settings.model_fields_set:
-            lines.append(f"RSQL_AGENT_{name.upper()}={value}\n")
-    env_file.write_text("".join(lines))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RSQL_AGENT_")}
-    env.update(extra_env or {})
-    with open(tmp_path / "agent.out", "wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "agent.cli", "run", "--env-file", str(env_file)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
+# -- the agent as a real process ----------------------------------------------------------
+
+
+@dataclass
+class AgentProcess:
+    """`rsql-agent run` as a child process (its own session), with its JSON log in `out`.
+    It answers `poll`, `send_signal`, `wait` and `kill` as the Popen it wraps does."""
+
+    popen: subprocess.Popen[bytes]
+    out: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def poll(self) -> int | None:
+        return self.popen.poll()
+
+    def send_signal(self, sig: int) -> None:
+        self.popen.send_signal(sig)
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self.popen.wait(timeout=timeout)
+
+    def events(self) -> list[dict[str, Any]]:
+        """The agent's log events so far (lines that are not JSON, the reaper's, skipped)."""
+        events = []
+        for line in self.out.read_bytes().splitlines():
+            with suppress(ValueError):
+                events.append(json.loads(line))
+        return events
+
+    def count(self, event: str, level: str | None = None) -> int:
+        return sum(
+            1
+            for e in self.events()
+            if e.get("event") == event and (level is None or e.get("level") == level)
         )
 
+    def wait_for_event(self, event: str, timeout_s: float = 30.0, times: int = 1) -> None:
+        wait_for(
+            lambda: self.count(event) >= times or self.popen.poll() is not None,
+            timeout_s,
+            f"the agent to log {event} x{times}",
+        )
+        assert self.count(event) >= times, f"the agent exited ({self.popen.returncode})"
 
-def agent_events(tmp_path: Path) -> list[dict[str, Any]]:
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise AssertionError("no VmRSS")
+
+    def stop(self, timeout_s: float = 60.0) -> int:
+        """SIGTERM (a drain) and wait; returns the exit code."""
+        self.popen.send_signal(signal.SIGTERM)
+        return self.popen.wait(timeout=timeout_s)
+
+    def kill(self) -> None:
+        """SIGKILL the agent alone (its reaper lives on, as it would)."""
+        self.popen.kill()
+        self.popen.wait(timeout=10)
+
+    def __enter__(self) -> AgentProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait(timeout=10)
+
+
+def agent_process(
+    settings: Settings,
+    tmp_path: Path,
+    extra_env: dict[str, str] | None = None,
+    *,
+    endpoint_url: str | None = None,
+    name: str = "agent",
+) -> AgentProcess:
+    """`rsql-agent run` as a child process with `settings` (those set explicitly, in an env
+    file), `extra_env`, and, when given, `endpoint_url` for every AWS call (a FaultProxy in
+    front of the emulator); its output goes to `tmp_path/<name>.out`. Returns once the agent
+    has started; the caller stops it (or leaves the `with` block, which kills it)."""
+    env_file = tmp_path / f"{name}.env"
+    values = settings.model_dump(mode="json", exclude_none=True, include=settings.model_fields_set)
+    env_file.write_text("".join(f"RSQL_AGENT_{k.upper()}={v}\n" for k, v in values.items()))
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("RSQL_AGENT_")}
+    if endpoint_url is not None:
+        child_env["AWS_ENDPOINT_URL"] = endpoint_url
+    child_env.update(extra_env or {})
+    out = tmp_path / f"{name}.out"
+    with open(out, "wb") as log_file:
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "agent.cli", "run", "--env-file", str(env_file)],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=child_env,
+            start_new_session=True,
+        )
+    process = AgentProcess(popen, out)
+    try:
+        process.wait_for_event("agent_started")
+    except BaseException:
+        process.__exit__()  # never leave an agent running behind a failed test
+        raise
+    return process
+
+
+def agent_events(tmp_path: Path, name: str = "agent") -> list[dict[str, Any]]:
     """The JSON log lines the agent process wrote so far (see `agent_process`)."""
-    path = tmp_path / "agent.out"
+    path = tmp_path / f"{name}.out"
     if not path.exists():
         return []
     events = []
@@ -285,3 +397,17 @@ def agent_events(tmp_path: Path) -> list[dict[str, Any]]:
         except ValueError:
             events.append({"event": "<not json>", "text": line})
     return events
+
+
+def emulator_port(emulator: Any) -> int:
+    """The port the emulator listens on (a FaultProxy's target)."""
+    return int(urlsplit(emulator.endpoint_url).port or 0)
+
+
+def journal_entries(state_dir: Path) -> list[dict[str, Any]]:
+    """The journal entries in a state directory, as JSON."""
+    entries = []
+    for path in state_dir.glob("*.task.json"):
+        with suppress(ValueError, OSError):
+            entries.append(json.loads(path.read_bytes().split(b"\n", 1)[0]))
+    return entries

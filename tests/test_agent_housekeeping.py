@@ -76,7 +76,7 @@ def test_a_pass_prunes_logs_and_journal_files_and_empty_directories(tmp_path: Pa
     (logs / "wf" / "exec-5" / "link.log").symlink_to(outside)
     state = settings.state_dir
     stale = _file(state / "0123.task.json", 200, 10)
-    bad = _file(state / "0456.bad", 200, 10)
+    bad = _file(state / "set-aside" / "0456.task.json.1795900000000000000", 200, 10)
     held = _file(state / "0789.task.json", 200, 10)
     fresh = _file(state / "0abc.task.json", 200, 0)
 
@@ -125,7 +125,7 @@ def test_a_running_jobs_log_and_journal_entry_survive_every_pass(
             os.utime(path, (month_ago, month_ago))
         # Sentinels: once they are gone, a pass has run since the job's files aged.
         sentinel = _file(settings.log_dir / "wf-old" / "exec-old" / "old.log", 10, 30)
-        stale = _file(settings.state_dir / "stale.bad", 10, 30)
+        stale = _file(settings.state_dir / "set-aside" / "stale.task.json.1", 10, 30)
         wait_for(lambda: not sentinel.exists() and not stale.exists(), 30, "a housekeeping pass")
         assert log_file.exists() and entry.exists()
         assert not (settings.log_dir / "wf-old").exists()

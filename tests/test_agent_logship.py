@@ -1,29 +1,35 @@
 """CloudWatch batching: every batch the shipper can build is within the PutLogEvents limits
-(the emulator does not enforce them, so these tests do)."""
+(the emulator does not enforce them, so these tests do), and the line source resumes exactly
+where the last accepted batch ended, in the file and in the memory spool."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 from pathlib import Path
 
 import pytest
 
-from agent.logship import (
+from agent.journal import Shipping
+from agent.logbatch import (
     EVENT_OVERHEAD_BYTES,
     MAX_BATCH_BYTES,
     MAX_BATCH_EVENTS,
     MAX_BATCH_SPAN_MS,
     MAX_EVENT_BYTES,
+    MAX_MESSAGE_BYTES,
     BatchLimitError,
-    FileTail,
+    Clock,
     LogEvent,
-    batches,
     check_batch,
     make_event,
+    pack,
     split_message,
 )
-from agent.runner import OutputLog
+from agent.logship import LineSource
+from agent.output import OutputLog
+from agent.schema import iso_utc_ms
 
 
 def test_split_message_respects_the_event_limit_and_utf8() -> None:
@@ -36,38 +42,61 @@ def test_split_message_respects_the_event_limit_and_utf8() -> None:
     assert split_message(b"\xff ok") == ["\ufffd ok"]
 
 
-def _check_all(events: list[LogEvent]) -> list[list[LogEvent]]:
-    out = list(batches(events))
-    for batch in out:
-        check_batch(batch)
-    assert [e for b in out for e in b] == events  # nothing lost, order kept
+def _line(ms: int, text: str) -> bytes:
+    return iso_utc_ms(ms / 1000).encode() + b" out " + text.encode()
+
+
+def _check_all(lines: list[bytes]) -> list[list[LogEvent]]:
+    """Pack until every line is consumed, resuming as the shipper does; every batch is valid
+    and together they hold every message of every line, in order."""
+    out: list[list[LogEvent]] = []
+    rest, clock, piece = lines, Clock(), 0
+    while rest:
+        packed = pack(rest, piece, clock)
+        check_batch(packed.events)
+        out.append(packed.events)
+        rest, piece = rest[packed.lines :], packed.piece
+    expected = [m for line in lines for m in split_message(line[29:])]
+    assert [e.message for b in out for e in b] == expected
     return out
 
 
-def test_many_small_events_split_at_10000() -> None:
-    out = _check_all([make_event(1000 + i // 100, f"line {i}") for i in range(25_001)])
+def test_many_small_lines_split_at_10000() -> None:
+    out = _check_all([_line(1000 + i // 100, f"line {i}") for i in range(25_001)])
     assert [len(b) for b in out] == [MAX_BATCH_EVENTS, MAX_BATCH_EVENTS, 5_001]
 
 
-def test_large_events_split_by_bytes() -> None:
-    big = "x" * (MAX_EVENT_BYTES - EVENT_OVERHEAD_BYTES)
-    out = _check_all([make_event(1, big) for _ in range(9)])
+def test_large_lines_split_by_bytes() -> None:
+    out = _check_all([_line(1, "x" * MAX_MESSAGE_BYTES) for _ in range(9)])
     assert [len(b) for b in out] == [4, 4, 1]
     assert sum(e.size for e in out[0]) <= MAX_BATCH_BYTES
 
 
+def test_a_line_longer_than_a_batch_is_shipped_in_pieces_across_batches() -> None:
+    # Invalid UTF-8 triples in size once decoded: 1 MiB of it is 3 MiB of events.
+    raw = iso_utc_ms(0.002).encode() + b" out " + b"\xff" * (1024 * 1024)
+    out = _check_all([_line(1, "a"), raw, _line(3, "b")])
+    assert len(out) >= 3
+    assert out[-1][-1].message == "b"
+
+
 def test_batches_never_span_more_than_a_day() -> None:
-    out = _check_all([make_event(0, "a"), make_event(MAX_BATCH_SPAN_MS + 1, "b")])
+    out = _check_all([_line(0, "a"), _line(MAX_BATCH_SPAN_MS + 1, "b")])
     assert len(out) == 2
 
 
 def test_random_mixes_stay_within_limits() -> None:
     rng = random.Random(7)
-    events = []
-    for i in range(3_000):
-        size = rng.choice([1, 80, 4_000, 100_000, MAX_EVENT_BYTES - EVENT_OVERHEAD_BYTES])
-        events.append(make_event(i, "y" * size))
-    _check_all(events)
+    lines = []
+    for i in range(400):
+        size = rng.choice([1, 80, 4_000, 100_000, MAX_MESSAGE_BYTES, 300_000])
+        lines.append(_line(i, "y" * size))
+    _check_all(lines)
+
+
+def test_event_times_never_go_backwards() -> None:
+    packed = pack([_line(5000, "late"), _line(1000, "clock stepped back")], 0, Clock())
+    assert [e.timestamp_ms for e in packed.events] == [5000, 5000]
 
 
 @pytest.mark.parametrize(
@@ -88,22 +117,72 @@ def test_check_batch_rejects_what_aws_would(batch: list[LogEvent]) -> None:
         check_batch(batch)
 
 
-def test_file_tail_reads_complete_lines_in_order(tmp_path: Path) -> None:
-    async def go() -> tuple[list[LogEvent], list[LogEvent], list[LogEvent]]:
-        output = OutputLog(tmp_path / "o.log", max_line_bytes=512 * 1024, tail_lines=0)
-        tail = FileTail(output)
-        output.feed(b"out", b"one\r two\nthr")
-        first = tail.read_events()
-        output.feed(b"out", b"ee\n" + b"z" * 300_000 + b"\n")
-        second = tail.read_events()
-        third = tail.read_events()
-        tail.close()
-        output.close()
-        return first, second, third
+def _record(path: Path) -> Shipping:
+    return Shipping(log_group="g", log_stream="s", path=str(path))
 
-    first, second, third = asyncio.run(go())
-    assert [e.message for e in first] == ["one\r two"]  # a bare CR is not a line end
-    assert [len(e.message) for e in second] == [5, 262118, 300_000 - 262118]
-    assert second[0].message == "three"
-    assert first[0].timestamp_ms <= second[0].timestamp_ms
-    assert third == []
+
+def _messages(source: LineSource) -> list[str]:
+    """Read and accept batches until none is left."""
+    messages: list[str] = []
+    while (read := source.read())[0].events:
+        messages += [e.message for e in read[0].events]
+        source.advance(read[1])
+    if source.exhausted():
+        source.close()
+    return messages
+
+
+def test_the_source_reads_whole_lines_in_order_and_resumes_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    async def go() -> tuple[list[str], list[str], Shipping]:
+        output = OutputLog(tmp_path / "o.log", 512 * 1024, 0, spool_max_bytes=1 << 20)
+        record = _record(output.path)
+        source = LineSource(record, output)
+        output.feed(b"out", b"one\r two\nthr")
+        first = _messages(source)
+        output.feed(b"out", b"ee\n" + b"z" * 300_000 + b"\nfour\n")
+        packed, _ = source.read()
+        assert [len(e.message) for e in packed.events] == [5, 262118, 300_000 - 262118, 4]
+        output.close()
+        source.close()
+        return first, [e.message for e in packed.events], record
+
+    first, second, record = asyncio.run(go())
+    assert first == ["one\r two"]  # a bare CR is not a line end; "thr" is not a line yet
+    assert second[0] == "three" and second[-1] == "four"
+    # The second batch was never accepted: a restart ships it from the recorded position.
+    assert _messages(LineSource(record.model_copy(), None)) == second
+    # A finished file's last line counts even without a newline.
+    with open(record.path, "ab") as file:
+        file.write(b"2026-01-01T00:00:00.000Z out last")
+    assert _messages(LineSource(record, None))[-1] == "last"
+
+
+def test_when_the_file_fails_lines_come_from_the_spool_and_overflow_is_counted(
+    tmp_path: Path,
+) -> None:
+    async def go() -> tuple[list[str], OutputLog]:
+        output = OutputLog(tmp_path / "o.log", 1024, 0, spool_max_bytes=64 * 1024)
+        source = LineSource(_record(output.path), output)
+        output.feed(b"out", b"in the file\n")
+        # As if the disk had filled up: the next write fails.
+        os.close(output._fd)
+        output._fd = os.open(os.devnull, os.O_RDONLY)
+        for i in range(2000):  # ~90 KB: more than the spool holds
+            output.feed(b"out", f"spooled line {i:05d} ".encode() + b"." * 20 + b"\n")
+        output.close()
+        messages = _messages(source)
+        assert source.exhausted()
+        return messages, output
+
+    messages, output = asyncio.run(go())
+    assert output.problem is not None and "Bad file descriptor" in output.problem
+    assert messages[0] == "in the file"
+    assert "lines of output are missing here" in messages[1]
+    assert str(output.dropped_lines) in messages[1]
+    spooled = messages[2:]
+    first = 2000 - len(spooled)
+    assert first == output.dropped_lines
+    assert spooled == [f"spooled line {i:05d} " + "." * 20 for i in range(first, 2000)]
+    assert output.spool_bytes == 0  # shipped lines are freed

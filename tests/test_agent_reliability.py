@@ -4,6 +4,7 @@ concurrency limit, drains, and the journal after a crash. Real processes, real s
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from agent_helpers import (
     audit_row,
     failure_of,
     finished,
+    journal_entries,
     log_lines,
     make_stack,
     process_gone,
@@ -159,70 +161,126 @@ def test_sigterm_drains_the_cli_agent(aws: Any, uid: str, tmp_path: Path) -> Non
     stack = make_stack(aws, uid)
     settings = agent_settings(tmp_path, stack, drain_timeout_s=20)
     write_script(settings.script_dir, "job.sh", "echo begun\nsleep 1\necho finished")
-    process = agent_process(settings, tmp_path)
-    try:
+    with agent_process(settings, tmp_path) as agent:
         arn = start(aws, stack, task_input(uid, "job.sh"), f"exec-{uid}")
         wait_for(lambda: _log_file(settings, uid, "job.sh").exists(), what="the job to start")
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
+        assert agent.stop() == 0
     assert finished(aws, arn)["status"] == "SUCCEEDED"
-    lines = (tmp_path / "agent.out").read_text().splitlines()
-    events = [json.loads(line)["event"] for line in lines]
+    events = [e["event"] for e in agent.events()]
     assert events[0] == "agent_started" and events[-1] == "agent_stopped"
     assert "job_finished" in events
 
 
-def test_after_a_crash_the_next_start_kills_orphans_and_fails_the_task_back(
+# -- 4. a stop hands work back at once ------------------------------------------------------
+
+
+def test_a_stopping_agent_fails_back_what_its_open_polls_bring_at_once(
     aws: Any, uid: str, tmp_path: Path
 ) -> None:
-    stack = make_stack(aws, uid)
-    settings = agent_settings(tmp_path, stack)
-    write_script(settings.script_dir, "orphan.sh", 'sleep 300 &\necho "child $!"\nwait')
-    log_file = _log_file(settings, uid, "orphan.sh")
-    process = agent_process(settings, tmp_path)
-    try:
-        arn = start(aws, stack, task_input(uid, "orphan.sh"), f"exec-{uid}")
-        [child] = wait_for(lambda: _pids_in(log_file, "child"), what="the job to start")
-        process.kill()  # no drain, no cleanup: the script's group lives on
-        process.wait(timeout=10)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert not process_gone(child)
-    [entry] = list(settings.state_dir.iterdir())
-    assert oct(entry.stat().st_mode & 0o777) == oct(0o600)
-    with agent_thread(settings):
-        execution = finished(aws, arn)
-    assert process_gone(child)
-    assert execution["status"] == "FAILED"
-    assert failure_of(aws, arn)[0] == "Agent.ShuttingDown"
-    assert audit_row(aws, stack, "orphan.sh", f"exec-{uid}")["execution_status"] == "Abandoned"
-    assert list(settings.state_dir.iterdir()) == []
+    retry = [{"ErrorEquals": ["Agent.ShuttingDown"], "IntervalSeconds": 1, "MaxAttempts": 3}]
+    stack = make_stack(aws, uid, heartbeat_s=30, retry=retry, map_jobs=True)
+    settings = agent_settings(tmp_path / "a", stack, pollers=2, drain_timeout_s=30)
+    write_script(settings.script_dir, "j.sh", "echo ran on $RSQL_JOB_NAME")
+    jobs = [task_input(uid, "j.sh", heartbeat_seconds=30) for _ in range(2)]
+    started = time.monotonic()
+    with agent_thread(settings, wait_for_polls=True) as draining:
+        # A poll that has just begun stays open for the emulator's 3 s: stop, then start
+        # the run, so the tasks arrive while the agent drains.
+        polls = draining.polls_started
+        wait_for(lambda: draining.polls_started > polls, what="a fresh poll")
+        draining.request_stop()
+        arn = start(aws, stack, {"jobs": jobs}, f"exec-{uid}")
+        wait_for(lambda: not draining.ready.is_set() or _failed_back(aws, arn) >= 1)
+    stopped_s = time.monotonic() - started
+    assert _failed_back(aws, arn) >= 1  # what the open polls brought went straight back
+    assert stopped_s < 10  # the polls' return, not the 30 s drain deadline
+    assert not list(settings.state_dir.glob("*.task.json"))
+    other = agent_settings(tmp_path / "b", stack)
+    write_script(other.script_dir, "j.sh", "echo ran on $RSQL_JOB_NAME")
+    with agent_thread(other):
+        execution = finished(aws, arn, timeout_s=20)
+    assert execution["status"] == "SUCCEEDED"
+    # Not a heartbeat timeout (30 s) later: at once, on the other host.
+    assert (execution["stopDate"] - execution["startDate"]).total_seconds() < 20
 
 
-def test_a_second_sigint_stops_at_once_and_the_journal_remembers(
+def _failed_back(aws: Any, execution_arn: str) -> int:
+    events = aws.sfn.get_execution_history(executionArn=execution_arn)["events"]
+    return sum(
+        1
+        for e in events
+        if e.get("activityFailedEventDetails", {}).get("error") == "Agent.ShuttingDown"
+    )
+
+
+def test_a_second_sigterm_stops_at_once_and_the_journal_remembers(
     aws: Any, uid: str, tmp_path: Path
 ) -> None:
     stack = make_stack(aws, uid)
     settings = agent_settings(tmp_path, stack, drain_timeout_s=60)
     write_script(settings.script_dir, "long.sh", 'sleep 300 &\necho "child $!"\nwait')
     log_file = _log_file(settings, uid, "long.sh")
-    process = agent_process(settings, tmp_path)
-    try:
+    with agent_process(settings, tmp_path) as agent:
         arn = start(aws, stack, task_input(uid, "long.sh"), f"exec-{uid}")
         [child] = wait_for(lambda: _pids_in(log_file, "child"), what="the job to start")
-        process.send_signal(signal.SIGINT)
-        wait_for(lambda: b"agent_stopping" in (tmp_path / "agent.out").read_bytes())
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=10) == 0  # long before the 60 s drain
-    finally:
-        if process.poll() is None:
-            process.kill()
+        agent.popen.send_signal(signal.SIGTERM)
+        agent.wait_for_event("agent_stopping")
+        agent.popen.send_signal(signal.SIGTERM)
+        assert agent.popen.wait(timeout=10) == 0  # long before the 60 s drain
     assert process_gone(child)
-    assert len(list(settings.state_dir.iterdir())) == 1  # held, never reported
+    assert len(journal_entries(settings.state_dir)) == 1  # held, never reported
     with agent_thread(settings):
         assert finished(aws, arn)["status"] == "FAILED"
+    assert failure_of(aws, arn)[0] == "Agent.ShuttingDown"
+
+
+# -- 5. when the agent dies, its scripts die with it --------------------------------------
+
+
+def test_a_killed_agents_scripts_die_within_a_second_and_the_task_goes_back(
+    aws: Any, uid: str, tmp_path: Path
+) -> None:
+    stack = make_stack(aws, uid)
+    settings = agent_settings(tmp_path, stack)
+    write_script(
+        settings.script_dir, "orphan.sh", 'sleep 300 &\necho "child $!"\necho "self $$"\nwait'
+    )
+    log_file = _log_file(settings, uid, "orphan.sh")
+    with agent_process(settings, tmp_path) as agent:
+        arn = start(aws, stack, task_input(uid, "orphan.sh"), f"exec-{uid}")
+        pids = wait_for(
+            lambda: len(p := _pids_in(log_file, "child") + _pids_in(log_file, "self")) == 2 and p
+        )
+        agent.kill()  # no drain, no clean-up
+        killed = time.monotonic()
+        wait_for(lambda: all(process_gone(p) for p in pids), 5, "the scripts to die")
+    assert time.monotonic() - killed < 1.0
+    [entry] = list(settings.state_dir.glob("*.task.json"))
+    assert oct(entry.stat().st_mode & 0o777) == oct(0o600)
+    with agent_thread(settings):
+        execution = finished(aws, arn)
+    assert execution["status"] == "FAILED"
+    assert failure_of(aws, arn)[0] == "Agent.ShuttingDown"
+    assert audit_row(aws, stack, "orphan.sh", f"exec-{uid}")["execution_status"] == "Abandoned"
+    assert not list(settings.state_dir.glob("*.task.json"))
+
+
+def test_the_next_start_kills_orphans_when_the_reaper_died_too(
+    aws: Any, uid: str, tmp_path: Path
+) -> None:
+    stack = make_stack(aws, uid)
+    settings = agent_settings(tmp_path, stack)
+    write_script(settings.script_dir, "orphan.sh", 'sleep 300 &\necho "child $!"\nwait')
+    log_file = _log_file(settings, uid, "orphan.sh")
+    with agent_process(settings, tmp_path) as agent:
+        [reaper] = [e["reaper_pid"] for e in agent.events() if e["event"] == "agent_started"]
+        arn = start(aws, stack, task_input(uid, "orphan.sh"), f"exec-{uid}")
+        [child] = wait_for(lambda: _pids_in(log_file, "child"), what="the job to start")
+        os.kill(reaper, signal.SIGKILL)
+        wait_for(lambda: process_gone(reaper))
+        agent.kill()
+    assert not process_gone(child)  # nobody was left to end it
+    with agent_thread(settings):
+        assert finished(aws, arn)["status"] == "FAILED"
+        assert process_gone(child)
     assert failure_of(aws, arn)[0] == "Agent.ShuttingDown"

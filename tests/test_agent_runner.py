@@ -13,10 +13,10 @@ import pytest
 from agent_helpers import log_lines, process_gone, write_script
 
 from agent import errors
+from agent.outcome import exit_sentence
+from agent.output import OutputLog
 from agent.runner import (
-    OutputLog,
     ScriptResult,
-    exit_sentence,
     job_env,
     log_file_path,
     resolve_script,
@@ -96,7 +96,9 @@ def test_job_env_layers() -> None:
 
 def test_output_log_splits_lines_across_chunks_and_caps_long_ones(tmp_path: Path) -> None:
     async def feed() -> OutputLog:
-        output = OutputLog(tmp_path / "o.log", max_line_bytes=1024, tail_lines=3)
+        output = OutputLog(
+            tmp_path / "o.log", max_line_bytes=1024, tail_lines=3, spool_max_bytes=1 << 20
+        )
         output.feed(b"out", b"ab")
         output.feed(b"err", b"warn\r\n")
         output.feed(b"out", b"c\nde")
@@ -138,7 +140,9 @@ def _run(
     spawned: list[int] = []
 
     async def go() -> ScriptResult:
-        output = OutputLog(tmp_path / "job.log", max_line_bytes=256 * 1024, tail_lines=20)
+        output = OutputLog(
+            tmp_path / "job.log", max_line_bytes=256 * 1024, tail_lines=20, spool_max_bytes=1 << 20
+        )
         cancel = asyncio.Event()
         if cancel_after_line:
             asyncio.get_running_loop().create_task(_cancel_on(output, cancel_after_line, cancel))
@@ -183,7 +187,7 @@ def test_exit_code_output_and_environment(tmp_path: Path) -> None:
         env={"PATH": os.environ["PATH"], "RSQL_JOB_NAME": "job.sh"},
     )
     assert result.exit_code == 3 and not result.timed_out and not result.cancelled
-    assert exit_sentence(result) == "exit code 3"
+    assert exit_sentence(result.exit_code, result.signal_name) == "exit code 3"
     texts = [t for _, _, t in log_lines(log)]
     assert "hello job.sh" in texts
     assert ("err", "to stderr") in [(s, t) for _, s, t in log_lines(log)]
@@ -206,7 +210,7 @@ def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
     )
     assert result.timed_out and not result.cancelled
     assert result.signal_name == "SIGTERM" and result.exit_code == 143
-    assert exit_sentence(result) == "exit code 143, killed by SIGTERM"
+    assert exit_sentence(result.exit_code, result.signal_name) == "exit code 143, killed by SIGTERM"
     assert time.monotonic() - started < 10
     pids = _pids(log, "child") + _pids(log, "grandchild")
     assert len(pids) == 2

@@ -5,8 +5,9 @@ One module per concern: `hub` (activity task queues and token states), `bridge` 
 `patches_interpreter` and `patches_api` (the patches to moto, one function per gap), `postgres`
 (embedded PostgreSQL), `server` (moto's server and the warm-up gate), `envfile` (the env file),
 `cli` (`rsql-cloud emulator`), `process` (the emulator as a child process, for the tests and
-the demo). Importing this package, `cli` or `process` imports neither moto nor the PostgreSQL
-wheel: `hub`, `bridge` and its patches do, once the emulator starts.
+the demo), `faultproxy` (a TCP proxy that cuts, slows and resets connections to it). Importing
+this package, `cli` or `process` imports neither moto nor the PostgreSQL wheel: `hub`,
+`bridge` and its patches do, once the emulator starts.
 """
 
 from __future__ import annotations

@@ -40,6 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         env_file,
         script_dir.absolute() if script_dir is not None else None,
         args.stack_name,
+        fault_rate=args.fault_rate,
+        fault_seed=args.fault_seed,
     )
     try:
         return run_emulator(emulator)
@@ -92,6 +94,16 @@ def _stop_signals(event: threading.Event) -> Iterator[None]:
             signal.signal(sig, old)
 
 
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {value:g}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The emulator's options (`rsql-cloud emulator` hands its arguments to `main`)."""
     parser = argparse.ArgumentParser(
@@ -101,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
         "`set -a; . FILE; set +a`. Needs the [emulator] extra.",
         epilog="example:\n"
         "  rsql-cloud emulator --data-dir .emu --stack-name rsql &\n"
+        "  rsql-cloud emulator --data-dir .emu --fault-rate 0.02 --fault-seed 7 &   # chaos\n"
         "  set -a; . .emu/env; set +a; \"$RSQL_BIN\" -c 'select 1'",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -119,6 +132,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="where to write the settings (default: DATA_DIR/env)",
+    )
+    parser.add_argument(
+        "--fault-rate",
+        type=_share,
+        default=0.0,
+        help="answer this share (0-1) of the agents' calls with ThrottlingException or HTTP 500 "
+        "before serving them, as AWS does under load (default 0: none)",
+    )
+    parser.add_argument(
+        "--fault-seed", type=int, default=None, help="seed for --fault-rate (repeatable runs)"
     )
     parser.add_argument(
         "--script-dir",

@@ -34,6 +34,8 @@ class EmulatorProcess:
         stack_name: str | None = None,
         extra_env: dict[str, str] | None = None,
         start_timeout_s: float = 60.0,
+        fault_rate: float = 0.0,
+        fault_seed: int | None = None,
     ) -> None:
         self.data_dir = data_dir.absolute()
         self.env_file = (env_file or self.data_dir / "env").absolute()
@@ -42,6 +44,9 @@ class EmulatorProcess:
         self.stack_name = stack_name
         self.extra_env = extra_env or {}
         self.start_timeout_s = start_timeout_s
+        # A share of the agents' calls answered ThrottlingException / HTTP 500 (see faults.py).
+        self.fault_rate = fault_rate
+        self.fault_seed = fault_seed
         self.env: dict[str, str] = {}
         self._proc: subprocess.Popen[bytes] | None = None
         self._stdout: IO[bytes] | None = None
@@ -76,6 +81,10 @@ class EmulatorProcess:
             argv += ["--script-dir", str(self.script_dir)]
         if self.stack_name is not None:
             argv += ["--stack-name", self.stack_name]
+        if self.fault_rate:
+            argv += ["--fault-rate", str(self.fault_rate)]
+        if self.fault_seed is not None:
+            argv += ["--fault-seed", str(self.fault_seed)]
         # Output to files, not pipes: a pipe nobody reads fills up and blocks the emulator.
         self._stdout = open(self.data_dir / "emulator.stdout", "ab")  # noqa: SIM115
         self._stderr = open(self.stderr_path, "ab")  # noqa: SIM115

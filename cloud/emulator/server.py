@@ -38,12 +38,16 @@ class Emulator:
         env_file: Path,
         script_dir: Path | None,
         names: StackNames,
+        fault_rate: float = 0.0,
+        fault_seed: int | None = None,
     ) -> None:
         self.data_dir = data_dir.absolute()
         self.names = names
         self.env_file = env_file.absolute()
         self.script_dir = script_dir
         self.requested_port = port
+        self.fault_rate = fault_rate
+        self.fault_seed = fault_seed
         self.port = 0
         self._server: Any = None
         self._server_thread: threading.Thread | None = None
@@ -125,12 +129,17 @@ class Emulator:
         import moto.secretsmanager.urls  # noqa: F401
 
         self._gate = _WarmUpGate(DomainDispatcherApplication(create_backend_app))
+        app: Any = self._gate
+        if self.fault_rate:
+            from cloud.emulator.faults import FaultInjector
+
+            app = FaultInjector(self._gate, self.fault_rate, self.fault_seed)
         # Bound here, not in a thread (ThreadedMotoServer waits forever when the bind fails);
         # port 0 lets the kernel pick a free port, with no window for another process to take it.
         server: Any = make_server(
             HOST,
             self.requested_port,
-            self._gate,
+            app,
             threaded=True,
             request_handler=MotoRequestHandler,
         )
