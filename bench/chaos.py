@@ -30,6 +30,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,8 @@ from bench.chaos_monitor import Monitor
 from bench.chaos_report import report, verdicts
 
 STACK = "chaos"
+# A line of progress this often (seconds) during the soak.
+PROGRESS_EVERY_S = 30.0
 # (execution type, scripts, max_parallel) per stage.
 WORKFLOWS: dict[str, list[tuple[str, list[str], int]]] = {
     "chaos_a": [
@@ -194,12 +197,17 @@ def _run(soak: Soak) -> int:
         f"work dir {soak.work}",
         flush=True,
     )
+    next_progress_s = PROGRESS_EVERY_S
     while soak.chaos.elapsed() < soak.duration_s:
         soak.chaos.tick()
         _keep_workflows_running(soak, start_new=True)
+        if soak.chaos.elapsed() >= next_progress_s:
+            _progress(soak, f"{soak.chaos.elapsed():.0f}/{soak.duration_s:g} s")
+            next_progress_s += PROGRESS_EVERY_S
         time.sleep(1.0)
     soak.phases["soak"] = time.monotonic()
     soak.chaos.lift_all()
+    _progress(soak, "faults lifted, waiting for every run to end")
     settle_s = 6 * soak.heartbeat_s + 120
     wait_until(lambda: _keep_workflows_running(soak, start_new=False), settle_s)
     wait_until(lambda: all(h.owes() == 0 for h in soak.hosts), 120)
@@ -210,6 +218,14 @@ def _run(soak: Soak) -> int:
     soak.phases["checks"] = time.monotonic()
     print(report(soak, results), flush=True)
     return 0 if all(v.held for v in results) else 1
+
+
+def _progress(soak: Soak, when: str) -> None:
+    """One line of where the soak stands, for a reader watching a ten-minute run."""
+    statuses = Counter(run.status for run in soak.runs)
+    runs = ", ".join(f"{n} {status.lower()}" for status, n in sorted(statuses.items()))
+    faults = ", ".join(f"{kind} {n}" for kind, n in sorted(soak.chaos.counts.items()))
+    print(f"[{when}] runs: {runs or 'none yet'}; faults so far: {faults or 'none'}", flush=True)
 
 
 def _keep_workflows_running(soak: Soak, *, start_new: bool) -> bool:
