@@ -1,6 +1,7 @@
 """The fleet's EC2 user data: a bash script that installs the agent, its settings and the scripts
 at first boot, with `deploy/install.sh` (the installer operators run by hand) and the systemd
-unit carried inside it, so a plain Amazon Linux 2023 image needs nothing baked in.
+unit carried inside it, so a plain Amazon Linux 2023 image needs nothing baked in. Both ship in
+the package (cloud/host/), so `rsql-cloud fleet` works from a wheel as from a checkout.
 
     agent source   s3://bucket/key.whl (aws s3 cp), https://.../x.whl (curl), or anything pip
                    installs (a requirement such as `rsql-agent==0.1.0`, a path on the image)
@@ -17,16 +18,18 @@ from __future__ import annotations
 import base64
 import shlex
 from dataclasses import dataclass
-from pathlib import Path
+from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Final
 
 from cloud.aws import CloudError
 
-# Where the repository keeps what the user data carries (rsql-cloud runs from a checkout).
-_REPO: Final = Path(__file__).resolve().parents[1]
-INSTALLER: Final = _REPO / "deploy" / "install.sh"
-UNIT: Final = _REPO / "systemd" / "rsql-agent.service"
-ENV_EXAMPLE: Final = _REPO / "systemd" / "agent.env.example"
+# What the user data carries ships inside the package (cloud/host/, package data), so a
+# pip-installed cloud kit needs no checkout; deploy/install.sh and systemd/ link to these files.
+_HOST: Final[Traversable] = resources.files("cloud") / "host"
+INSTALLER: Final = _HOST / "install.sh"
+UNIT: Final = _HOST / "rsql-agent.service"
+ENV_EXAMPLE: Final = _HOST / "agent.env.example"
 # EC2 takes at most 16 KB of user data (before base64).
 MAX_USER_DATA_BYTES: Final = 16 * 1024
 DIST: Final = "/opt/rsql-agent-dist"
@@ -115,11 +118,11 @@ def _heredoc(path: str, content: str) -> str:
     return f"cat > {shlex.quote(path)} <<'{marker}'\n{body}{marker}\n"
 
 
-def _read(path: Path) -> str:
+def _read(path: Traversable) -> str:
     try:
         return path.read_text()
     except OSError as exc:
         raise CloudError(
-            f"{path}: cannot read it ({exc.strerror}); `rsql-cloud fleet` runs from a checkout "
-            "of the repository, which holds the installer and the systemd unit it ships"
+            f"cloud/host/{path.name}: cannot read it ({exc.strerror}); the rsql-agent package "
+            "is incomplete, reinstall it"
         ) from None
