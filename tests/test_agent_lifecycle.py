@@ -39,7 +39,7 @@ from fleet_helpers import (
 
 from agent import schema
 from agent.lifecycle import UnusableAnswer, parse_lifecycle_state, parse_spot_action
-from agent.settings import Settings
+from agent.settings import Settings, SettingsError
 
 pytestmark = pytest.mark.usefixtures("emulator")
 
@@ -66,6 +66,14 @@ def test_metadata_answers_are_parsed_strictly() -> None:
     ):
         with pytest.raises(UnusableAnswer, match="not a Spot instance action"):
             parse_spot_action(garbage)
+
+
+def test_metadata_is_read_at_least_every_10_s(tmp_path: Path) -> None:
+    # A Spot notice gives two minutes: a slower look would eat the time jobs need to finish.
+    assert Settings.model_fields["lifecycle_poll_interval_s"].default <= 10
+    arn = "arn:aws:states:us-east-1:123456789012:activity:rsql-jobs"
+    with pytest.raises(SettingsError, match="RSQL_AGENT_LIFECYCLE_POLL_INTERVAL_S"):
+        Settings.load(activity_arn=arn, script_dir=tmp_path, lifecycle_poll_interval_s=11)
 
 
 def _watching(tmp_path: Path, stack: Stack, imds: FakeImds, **overrides: Any) -> Settings:

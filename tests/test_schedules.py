@@ -292,6 +292,38 @@ def test_put_creates_updates_and_deletes_the_schedule(
     assert schedule_of(aws, names, workflow_id) is None
 
 
+def test_put_of_a_schedule_the_service_would_refuse_is_one_line_and_changes_nothing(
+    names: StackNames, aws: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    workflow_id = f"kept_{uuid.uuid4().hex[:6]}"
+
+    def stored() -> tuple[dict[str, Any], dict[str, Any]]:
+        schedule = schedule_of(aws, names, workflow_id) or {}
+        schedule.pop("ResponseMetadata", None)
+        key = {"workflow_id": {"S": workflow_id}}
+        item = aws.ddb.get_item(TableName=names.config_table, Key=key, ConsistentRead=True)
+        return schedule, item["Item"]
+
+    nightly = {"expression": "cron(0 2 * * ? *)", "timezone": "Europe/Berlin"}
+    path = write(tmp_path, workflow(workflow_id, nightly))
+    assert run(names, "workflow", "put", str(path))[0] == 0
+    before = stored()
+    assert before[0]["ScheduleExpression"] == nightly["expression"]
+    capsys.readouterr()
+    for bad in (
+        {"expression": "cron(0 3 * * * *)", "timezone": "Europe/Berlin"},
+        {"expression": "cron(0 3 * * ? *)", "timezone": "Europe/Nowhere"},
+    ):
+        changed = workflow(workflow_id, bad)
+        changed["workflow_stages"][0]["scripts"] = ["b.sh"]  # would change the item too
+        write(tmp_path, changed)
+        code, out = run(names, "workflow", "put", str(path))
+        err = capsys.readouterr().err
+        assert code == 1 and out == "", out
+        assert err.count("\n") == 1 and err.startswith(f"rsql-cloud: {path}: schedule."), err
+        assert stored() == before
+
+
 def test_the_emulator_refuses_what_scheduler_refuses(names: StackNames, aws: Any) -> None:
     scheduler = aws.client("scheduler")
     request = {
