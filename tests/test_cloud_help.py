@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import re
+import shlex
 from collections.abc import Iterator
+from pathlib import Path
 
 from cloud import commands
 from cloud.cli import build_parser
@@ -47,3 +49,40 @@ def test_the_top_level_help_lists_every_exit_code() -> None:
     for code in [0, 2, *codes]:
         assert re.search(rf"\b{code} [a-z-]", text), code
     assert "141 stdout closed early" in text
+
+
+def readme_commands() -> Iterator[list[str]]:
+    """Every `rsql-cloud` / `rsql-agent` command in the README's shell blocks, as argv: lines
+    joined at a trailing backslash, cut at pipes, redirections and `&`, comments dropped, and
+    `$NAME` expanded from a `NAME="..."` assignment in the same block."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for block in re.findall(r"^```sh\n(.*?)^```", text, re.MULTILINE | re.DOTALL):
+        joined = block.replace("\\\n", " ")
+        variables = dict(re.findall(r'^(\w+)="([^"]*)"', joined, re.MULTILINE))
+        for line in joined.splitlines():
+            words = shlex.split(re.split(r"\s[|&>]", line)[0], comments=True)
+            if words[:1] in (["rsql-cloud"], ["rsql-agent"]):
+                expanded = [variables.get(w[1:], w) if w.startswith("$") else w for w in words]
+                yield " ".join(expanded).split()
+
+
+def test_every_command_in_the_readme_runbooks_parses() -> None:
+    from agent.cli import _parser as agent_parser
+    from cloud.emulator.cli import build_parser as emulator_parser
+
+    seen = set()
+    for argv in readme_commands():
+        program, *args = argv
+        if program == "rsql-agent":
+            parser, rest = agent_parser(), args
+        elif args[:1] == ["emulator"]:
+            parser, rest = emulator_parser(), args[1:]
+        else:
+            parser, rest = build_parser(), args
+        try:
+            parser.parse_args(rest)
+        except SystemExit:
+            raise AssertionError(f"README: `{' '.join(argv)}` does not parse") from None
+        seen.add(" ".join(args[:2]))
+    # The operations runbook is among them.
+    assert {"fleet deploy", "fleet status", "workflow list", "deploy --alarms"} <= seen, seen
