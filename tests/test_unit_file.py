@@ -1,7 +1,8 @@
-"""The systemd unit and the settings example the installer and the fleet's user data ship
-(cloud/host/; systemd/ links to them): what the agent relies on is in the unit, the paths agree
-with the agent's defaults and the installer, and systemd's own `systemd-analyze verify` and
-`security` pass (`.ci/verify-unit`, which CI runs too; skipped where systemd is not installed).
+"""What the installer and the fleet's user data ship (cloud/host/; deploy/ and systemd/ link to
+it): the systemd unit holds what the agent relies on, its paths agree with the agent's defaults
+and the installer, the settings example names only real settings, the installer's help ends with
+an example, and systemd's own `systemd-analyze verify` and `security` pass (`.ci/verify-unit`,
+which CI runs too; skipped where systemd is not installed).
 """
 
 from __future__ import annotations
@@ -84,3 +85,17 @@ def test_systemd_analyze_verifies_the_unit_and_rates_it_no_worse_than_the_readme
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Overall exposure level for rsql-agent.service: 1.6 OK" in done.stdout
+
+
+def test_the_installer_help_ends_with_an_example_and_needs_no_root() -> None:
+    done = subprocess.run(
+        ["bash", str(REPO / "deploy" / "install.sh"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("# Install or upgrade rsql-agent")
+    assert lines[-2:-1] == ["# example:"] and lines[-1].startswith("#   sudo deploy/install.sh ")

@@ -8,6 +8,9 @@
 # --scripts  a directory of RSQL scripts to copy into /opt/rsql-agent/scripts
 # --env      the settings to install as /etc/rsql-agent/agent.env (replacing it)
 # --no-start install and enable, but do not (re)start the service
+#
+# example:
+#   sudo deploy/install.sh --source dist/rsql_agent-0.1.0-py3-none-any.whl --scripts rsql_scripts
 set -euo pipefail
 
 PREFIX=/opt/rsql-agent
