@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/rsql-cloud demo
 
+# 3 workers, each with its own emulator; a module's tests stay on one worker, so module
+# fixtures run once (README, "Development"). Plain `pytest` runs the same tests in one process.
 test: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 3 --dist loadscope
 
 # Runs at AWS's limits (5,000 jobs, 25,000 history events): minutes each.
 test-scale: install

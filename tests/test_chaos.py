@@ -10,9 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# A minute of faults, then the runs' ends and the checks: well past pytest's 120 s default
+# on a loaded machine; the soak's own deadline below is the real bound.
+@pytest.mark.timeout(420)
 def test_a_minute_of_chaos_breaks_no_invariant(emulator_data_dir: Path) -> None:
     # Outside pytest's tmp_path: the emulator's PostgreSQL (another user) must reach it.
     options = ["--seed", "1", "--duration-s", "60", "--agents", "3", "--heartbeat-s", "10"]
