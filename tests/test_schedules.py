@@ -350,7 +350,9 @@ def test_an_at_schedule_a_few_seconds_ahead_really_starts_a_run(
     names: StackNames, aws: Any, tmp_path: Path
 ) -> None:
     workflow_id = f"soon_{uuid.uuid4().hex[:6]}"
-    moment = dt.datetime.now(UTC).replace(microsecond=0) + dt.timedelta(seconds=3)
+    # Far enough ahead that `workflow put` has created the schedule by then on a loaded
+    # machine: a one-time schedule counts from its creation on, so one made late never fires.
+    moment = dt.datetime.now(UTC).replace(microsecond=0) + dt.timedelta(seconds=10)
     soon = {"expression": f"at({moment:%Y-%m-%dT%H:%M:%S})", "timezone": "UTC"}
     path = write(tmp_path, workflow(workflow_id, soon))
     assert run(names, "workflow", "put", str(path))[0] == 0
