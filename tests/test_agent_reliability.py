@@ -44,7 +44,10 @@ def _pids_in(path: Path, word: str) -> list[int]:
 def test_heartbeats_keep_a_job_alive_past_heartbeat_seconds(
     aws: Any, uid: str, tmp_path: Path
 ) -> None:
-    stack = make_stack(aws, uid, heartbeat_s=1)
+    # HeartbeatSeconds 3: the agent fences a job whose first beat has not got through 1.5 s
+    # after the task was handed out (heartbeat.fence_after_s); at 1 s that fence is 0.5 s,
+    # which the job's own start (audit row, log stream) can take on a loaded machine.
+    stack = make_stack(aws, uid, heartbeat_s=3)
     # Control: a task nobody heartbeats times out after HeartbeatSeconds.
     control = start(aws, stack, task_input(uid, "x.sh"), f"control-{uid}")
     taken = aws.sfn.get_activity_task(activityArn=stack.activity_arn)
@@ -53,12 +56,12 @@ def test_heartbeats_keep_a_job_alive_past_heartbeat_seconds(
     assert failure_of(aws, control)[0] == "States.Timeout"
 
     settings = agent_settings(tmp_path, stack)
-    write_script(settings.script_dir, "long.sh", "sleep 2.5\necho done")
+    write_script(settings.script_dir, "long.sh", "sleep 7\necho done")
     with agent_thread(settings):
-        arn = start(aws, stack, task_input(uid, "long.sh", heartbeat_seconds=1), f"exec-{uid}")
+        arn = start(aws, stack, task_input(uid, "long.sh", heartbeat_seconds=3), f"exec-{uid}")
         execution = finished(aws, arn)
     assert execution["status"] == "SUCCEEDED", failure_of(aws, arn)
-    assert json.loads(execution["output"])["duration_ms"] >= 2500
+    assert json.loads(execution["output"])["duration_ms"] >= 7000
 
 
 def test_a_task_the_service_closed_is_cancelled(aws: Any, uid: str, tmp_path: Path) -> None:
