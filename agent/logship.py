@@ -28,7 +28,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from agent.aws import FOREVER, Aws, error_code
 from agent.journal import Journal, Shipping
-from agent.logbatch import Clock, LogEvent, Packed, check_batch, make_event, pack
+from agent.logbatch import Clock, Events, LogEvent, Packed, check_batch, make_event, pack
 from agent.output import OutputLog
 
 log = structlog.get_logger(__name__)
@@ -68,19 +68,26 @@ class LineSource:
         record, output = self._record, self._output
         if output is not None and output.problem is not None and record.limit is None:
             record.limit = output.file_end  # a restart must not read the cut write after it
-        lines, ends = self._file_lines(record.offset)
+        lines, window_bytes = self._file_lines(record.offset)
         if lines:
             packed = pack(lines, record.piece, self._clock)
-            offset = ends[packed.lines - 1] if packed.lines else record.offset
+            used = packed.lines
+            # After the last whole line used (a piece of a line longer than the window ends
+            # with the window, not after a newline).
+            offset = record.offset + min(sum(map(len, lines[:used])) + used, window_bytes)
             return packed, Position(offset, packed.piece, self._seq)
         if output is None or output.problem is None:
-            return Packed([], 0, 0), Position(record.offset, record.piece, self._seq)
+            return Packed(Events([], [], []), 0, 0), Position(
+                record.offset, record.piece, self._seq
+            )
         spooled, lost = output.spooled(self._seq)
-        # Lines dropped from the spool before they were shipped: say so where they were.
-        note = [self._lost_note(lost, spooled)] if lost else []
         packed = pack(spooled, 0 if lost else record.piece, self._clock)
         after = Position(record.offset, packed.piece, self._seq + lost + packed.lines)
-        return Packed(note + packed.events, packed.lines, packed.piece), after
+        if lost:
+            # Lines dropped from the spool before they were shipped: say so where they were.
+            note = Events.of([self._lost_note(lost, spooled)])
+            return Packed(note + packed.events, packed.lines, packed.piece), after
+        return packed, after
 
     def advance(self, after: Position) -> None:
         """The batch read last is in CloudWatch."""
@@ -99,12 +106,12 @@ class LineSource:
         assert self._output is not None
         return self._output.spool_start + len(self._output.spool)
 
-    def _file_lines(self, offset: int) -> tuple[list[bytes], list[int]]:
-        """Whole lines from `offset` on (one window at most), and the offset after each."""
+    def _file_lines(self, offset: int) -> tuple[list[bytes], int]:
+        """Whole lines from `offset` on (one window at most), and the window's length."""
         limit = self._limit()
         size = READ_WINDOW_BYTES if limit is None else min(READ_WINDOW_BYTES, limit - offset)
         if size <= 0 or self._open() is None:
-            return [], []
+            return [], 0
         assert self._file is not None
         self._file.seek(offset)
         window = self._file.read(size)
@@ -116,11 +123,7 @@ class LineSource:
             # A finished file's last line counts without a newline; a line longer than a
             # window (not OutputLog's) goes in window-sized parts.
             lines.append(rest)
-        ends, position = [], offset
-        for line in lines:
-            position += len(line) + 1
-            ends.append(min(position, offset + len(window)))
-        return lines, ends
+        return lines, len(window)
 
     def _open(self) -> BinaryIO | None:
         # Kept open from the first read on: if the file is deleted meanwhile (a clean-up of
@@ -167,6 +170,7 @@ class LogShipper:
         self._output = output
         self._source = LineSource(record, output)
         self.caught_up = asyncio.Event()
+        self._stream_ready = False
 
     async def flush(self, timeout_s: float) -> bool:
         """Wait up to `timeout_s` for every line to be shipped; True if they were. Shipping
@@ -180,8 +184,7 @@ class LogShipper:
     async def run(self) -> None:
         """Ship until the output ended and every line is in CloudWatch."""
         try:
-            if await self._create_stream():
-                await self._ship()
+            await self._ship()
             self.caught_up.set()
             self._record.done = True
             self._shipping.journal.update(self._token)
@@ -195,6 +198,11 @@ class LogShipper:
                     self._output.wake.clear()
                 packed, after = self._source.read()
                 if packed.events:
+                    # The stream is created with the first line: a job that prints nothing
+                    # costs no CreateLogStream and has no stream.
+                    if not self._stream_ready and not await self._create_stream():
+                        return
+                    self._stream_ready = True
                     await self._put(packed.events)
                     self._source.advance(after)
                     self._shipping.journal.update(self._token)
@@ -238,16 +246,16 @@ class LogShipper:
                 )
         return False
 
-    async def _put(self, events: list[LogEvent]) -> None:
+    async def _put(self, events: Events) -> None:
         check_batch(events)
         for _ in range(2):
             try:
                 response = await self._aws.call(
-                    self._aws.logs.put_log_events,
+                    self._aws.log_batches.put_log_events,
                     deadline_s=FOREVER,
                     logGroupName=self._record.log_group,
                     logStreamName=self._record.log_stream,
-                    logEvents=[{"timestamp": e.timestamp_ms, "message": e.message} for e in events],
+                    events=events,
                 )
             except (ClientError, BotoCoreError) as exc:
                 # Only a final answer gets here (transient failures are retried for ever).

@@ -12,6 +12,7 @@ import itertools
 import os
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
@@ -71,6 +72,15 @@ class OutputLog:
     def feed(self, stream: bytes, chunk: bytes) -> None:
         """Add a chunk read from `stream`; complete lines are written at once."""
         buffer = self._partial[stream]
+        end = chunk.rfind(b"\n")
+        if end != -1 and self._fd is not None and b"\r" not in chunk and b"\r" not in buffer:
+            data = bytes(buffer) + chunk[:end] if buffer else chunk[:end]
+            if len(data) <= self._max_line_bytes:  # so no line in it is longer
+                # The common case, in bulk: no line to cut, no CR to strip, the file writable.
+                buffer[:] = chunk[end + 1 :]
+                self._write_block(stream, data)
+                self._cap_partial(stream, buffer)
+                return
         buffer += chunk
         lines: list[bytes] = []
         start = 0
@@ -78,7 +88,12 @@ class OutputLog:
             lines.extend(self._cap(bytes(buffer[start:end]).rstrip(b"\r")))
             start = end + 1
         del buffer[:start]
+        self._write(stream, lines)
+        self._cap_partial(stream, buffer)
+
+    def _cap_partial(self, stream: bytes, buffer: bytearray) -> None:
         # A line with no newline yet is cut at the cap, so one endless line cannot grow memory.
+        lines = []
         while len(buffer) >= self._max_line_bytes:
             lines.append(bytes(buffer[: self._max_line_bytes]))
             del buffer[: self._max_line_bytes]
@@ -119,7 +134,7 @@ class OutputLog:
         prefix = schema.iso_utc_ms(time.time()).encode() + b" " + stream + b" "
         records = [prefix + line for line in lines]
         if self._fd is not None:
-            self._write_file(b"\n".join(records) + b"\n", records)
+            self._write_file(b"\n".join(records) + b"\n", lambda: records)
         else:
             self._spool(records)
         if self._tail.maxlen:
@@ -127,7 +142,17 @@ class OutputLog:
                 self._tail.append(line[:TAIL_LINE_CHARS].decode(errors="replace"))
         self.wake.set()
 
-    def _write_file(self, block: bytes, records: list[bytes]) -> None:
+    def _write_block(self, stream: bytes, data: bytes) -> None:
+        """`data`: whole lines without the last newline, none longer than the cap."""
+        prefix = schema.iso_utc_ms(time.time()).encode() + b" " + stream + b" "
+        block = prefix + data.replace(b"\n", b"\n" + prefix) + b"\n"
+        self._write_file(block, lambda: block[:-1].split(b"\n"))
+        if self._tail.maxlen:
+            for line in data.rsplit(b"\n", self._tail.maxlen)[-self._tail.maxlen :]:
+                self._tail.append(line[:TAIL_LINE_CHARS].decode(errors="replace"))
+        self.wake.set()
+
+    def _write_file(self, block: bytes, records: Callable[[], list[bytes]]) -> None:
         assert self._fd is not None
         view = memoryview(block)
         try:
@@ -139,7 +164,7 @@ class OutputLog:
             os.close(self._fd)
             self._fd = None
             self._fail(exc)
-            self._spool(records)
+            self._spool(records())
             return
         self.file_end += len(block)
 

@@ -9,6 +9,8 @@ which never blocks, so the pipes are always drained and the script never waits o
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import os
 import re
 import signal
@@ -25,7 +27,11 @@ from agent.output import STDERR, STDOUT, OutputLog
 
 log = structlog.get_logger(__name__)
 
-READ_CHUNK_BYTES: Final = 64 * 1024
+READ_CHUNK_BYTES: Final = 256 * 1024
+# A script that prints flat out runs ahead of the agent by this much while the agent is busy
+# (the default 64 KiB holds it up on every pause). A quarter of the default per-user quota
+# of pipe memory (16,384 pages) for 64 jobs; stderr keeps the default.
+STDOUT_PIPE_BYTES: Final = 256 * 1024
 # How long to wait for the pipes to close once the process group is gone: a process that left
 # the group (setsid) may hold them open forever.
 PIPE_CLOSE_TIMEOUT_S: Final = 2.0
@@ -115,22 +121,31 @@ async def run_script(
     as soon as the group exists, `on_exit(result)` as soon as the script has exited (before
     its leftovers are ended and its pipes drained): the journal records both."""
     started = time.monotonic()
-    process = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=cwd,
-        env=dict(env),
-        start_new_session=True,
-    )
+    out_read, out_write = _output_pipe(STDOUT_PIPE_BYTES)
+    err_read, err_write = _output_pipe(None)
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=out_write,
+            stderr=err_write,
+            cwd=cwd,
+            env=dict(env),
+            start_new_session=True,
+        )
+    except BaseException:
+        for fd in (out_read, err_read):
+            os.close(fd)
+        raise
+    finally:
+        os.close(out_write)
+        os.close(err_write)
     pgid = process.pid  # a new session's leader leads its own process group
     try:
         on_spawn(pgid)
-        assert process.stdout is not None and process.stderr is not None
         pumps = [
-            asyncio.create_task(_pump(process.stdout, STDOUT, output)),
-            asyncio.create_task(_pump(process.stderr, STDERR, output)),
+            asyncio.create_task(_pump(out_read, STDOUT, output)),
+            asyncio.create_task(_pump(err_read, STDERR, output)),
         ]
         timed_out, cancelled = await _wait(process, timeout_s, cancel)
         if timed_out or cancelled:
@@ -159,11 +174,30 @@ def _result(
     )
 
 
-async def _pump(reader: asyncio.StreamReader, stream: bytes, output: OutputLog) -> None:
-    # Bounded reads, never readline(): a line without end must not grow a buffer.
-    while chunk := await reader.read(READ_CHUNK_BYTES):
-        output.feed(stream, chunk)
-    output.end(stream)
+def _output_pipe(size_bytes: int | None) -> tuple[int, int]:
+    """A pipe for the script's output (read end, write end), of `size_bytes` if given."""
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    if size_bytes is not None:
+        # Over the user's quota of pipe memory the kernel refuses: the default size then.
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(read_fd, fcntl.F_SETPIPE_SZ, size_bytes)
+    return read_fd, write_fd
+
+
+async def _pump(fd: int, stream: bytes, output: OutputLog) -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=READ_CHUNK_BYTES, loop=loop)
+    pipe = os.fdopen(fd, "rb", buffering=0)  # the transport closes it
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader, loop=loop), pipe
+    )
+    try:
+        # Bounded reads, never readline(): a line without end must not grow a buffer.
+        while chunk := await reader.read(READ_CHUNK_BYTES):
+            output.feed(stream, chunk)
+        output.end(stream)
+    finally:
+        transport.close()
 
 
 async def _wait(

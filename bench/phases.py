@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agent.journal import SUFFIX
 from agent.schema import log_stream_name
 from bench import common
 from bench.counter import CallCounter
@@ -114,6 +115,9 @@ def logs(root: Path, env: dict[str, str], lines: int) -> dict[str, Any]:
             common.job_inputs(1, "logs", lambda i: ["lines", "l-0", str(lines)])
         )
         status = stack.wait(execution, 600)
+        # The workflow moves on before CloudWatch has every line (the shipper goes on in the
+        # background): the agent's work ends when its journal owes nothing more.
+        common.wait_for(lambda: _settled(work), 600, "every line to be shipped")
         cpu_spent_s = common.cpu_s(agent.pid) - cpu_before
         rss.stop()
     under_agent_s = work.records(work.ends)["l-0"] - work.records(work.starts)["l-0"]
@@ -130,6 +134,11 @@ def logs(root: Path, env: dict[str, str], lines: int) -> dict[str, Any]:
         "rss_growth_mb": rss.peak_mb - rss.first_mb,
         "status": status,
     }
+
+
+def _settled(work: common.Workdir) -> bool:
+    """The agent's journal holds no entry: every completion sent, every line shipped."""
+    return not list((work.root / "state").glob(f"*{SUFFIX}"))
 
 
 def _piped(work: common.Workdir, lines: int) -> tuple[float, float]:

@@ -103,7 +103,8 @@ def print_logs(
         what = f"job {job}" if job else f"execution {execution_name}"
         raise CloudError(
             f"no log lines for {what} in {stack.names.log_group} (streams "
-            f"{workflow_id}/{execution_name}/...): it has not started yet, or was skipped"
+            f"{workflow_id}/{execution_name}/...): it has not started yet, was skipped, or "
+            "printed nothing"
         )
     return len(tokens)
 

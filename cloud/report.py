@@ -122,7 +122,8 @@ def build_report(
     execution = status.to_dict()["execution"] or {}
     start_ts = row.get(W.EXECUTION_START_TS) or execution.get("start_date")
     end_ts = row.get(W.EXECUTION_END_TS) or execution.get("stop_date")
-    jobs = [_job_report(stack, status, job, start_ts, now) for job in status.jobs]
+    streams = _log_streams(stack, status)
+    jobs = [_job_report(stack, status, job, start_ts, now, streams) for job in status.jobs]
     stages = _stages(stack.workflow_or_none(status.workflow_id), status.jobs)
     path = critical_path([j.span for j in jobs if j.span and _ran(j)], stages)
     for job in jobs:
@@ -161,8 +162,26 @@ def _ran(job: JobReport) -> bool:
     return job.status != schema.SKIPPED
 
 
+def _log_streams(stack: Stack, status: RunStatus) -> set[str]:
+    """The run's log streams that exist: a job that printed nothing has none to link to."""
+    prefix = f"{status.workflow_id}/{status.execution_name}/"
+    pages = stack.aws.logs.get_paginator("describe_log_streams")
+    names: set[str] = set()
+    try:
+        for page in pages.paginate(logGroupName=stack.names.log_group, logStreamNamePrefix=prefix):
+            names.update(s.get("logStreamName", "") for s in page.get("logStreams", []))
+    except stack.aws.logs.exceptions.ResourceNotFoundException:
+        pass  # no log group: nothing was ever printed
+    return names
+
+
 def _job_report(
-    stack: Stack, status: RunStatus, job: JobStatus, run_start: Any, now: dt.datetime
+    stack: Stack,
+    status: RunStatus,
+    job: JobStatus,
+    run_start: Any,
+    now: dt.datetime,
+    streams: set[str],
 ) -> JobReport:
     row = job.row
     span = None
@@ -178,7 +197,7 @@ def _job_report(
             status.workflow_id, status.execution_name, job.job_name, attempt
         )
     url = None
-    if stream:
+    if stream and stream in streams:
         region = stack.aws.region
         partition = stack.aws.session.get_partition_for_region(region)
         url = console_log_url(region, stack.names.log_group, str(stream), partition)

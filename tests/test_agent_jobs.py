@@ -305,6 +305,22 @@ def test_a_short_job_costs_five_calls_besides_the_poll(
     }
 
 
+def test_a_job_that_prints_nothing_has_no_log_stream(
+    aws: Any, uid: str, stack: Stack, tmp_path: Path
+) -> None:
+    settings = agent_settings(tmp_path, stack)
+    write_script(settings.script_dir, "silent.sh", "exit 0")
+    with agent_thread(settings) as agent:
+        counts = _count_calls(agent)
+        arn = start(aws, stack, task_input(uid, "silent.sh"), f"exec-{uid}")
+        assert finished(aws, arn)["status"] == "SUCCEEDED"
+    assert counts == {"UpdateItem": 2, "SendTaskSuccess": 1}
+    streams = aws.logs.describe_log_streams(
+        logGroupName=stack.log_group, logStreamNamePrefix=f"wf-{uid}/"
+    )["logStreams"]
+    assert streams == []
+
+
 def test_an_unreadable_secret_stops_the_start_with_a_clear_error(
     stack: Stack, tmp_path: Path
 ) -> None:
