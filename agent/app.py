@@ -59,6 +59,8 @@ class Agent:
         # Scripts inherit this environment (the agent's own, as under any service manager).
         self._env = dict(os.environ if env is None else env)
         self.jobs: dict[str, RunningJob] = {}
+        # Tokens of the jobs holding a concurrency slot: until their script is over.
+        self._slot_holders: set[str] = set()
         self.ready = asyncio.Event()
         self.max_running = 0
         self.jobs_started = 0
@@ -183,7 +185,7 @@ class Agent:
             loop.call_soon_threadsafe(fn, *args)
 
     def _changed(self) -> None:
-        self.metrics.set_busy(len(self.jobs))
+        self.metrics.set_busy(len(self._slot_holders))
         self.metrics.polling = not self.draining
         for listener in self.listeners:
             listener()
@@ -261,19 +263,28 @@ class Agent:
             ctx.journal.note(token, completion=failure(error))
             self._spawn(deliver_owed(ctx.reporting, token), token)
             return False
-        job = RunningJob(token, raw_input)
+        job = RunningJob(token, raw_input, release_slot=lambda: self._release_slot(job))
         self.metrics.task_received(raw_input)
         self.jobs[token] = job
+        self._slot_holders.add(token)
         self.jobs_started += 1
-        self.max_running = max(self.max_running, len(self.jobs))
+        self.max_running = max(self.max_running, len(self._slot_holders))
         task = self._spawn(execute(ctx, job), token)
         task.add_done_callback(lambda _: self._job_done(job))
         self._changed()
         return True
 
+    def _release_slot(self, job: RunningJob) -> None:
+        """The job's script is over (or the job is): its slot takes the next task while the
+        job still reports (audit row, completion) and ships its last lines."""
+        if job.token in self._slot_holders:
+            self._slot_holders.discard(job.token)
+            self._slots.release()
+            self._changed()
+
     def _job_done(self, job: RunningJob) -> None:
         self.jobs.pop(job.token, None)
-        self._slots.release()
+        self._release_slot(job)
         if job.outcome is not None:
             ran = job.outcome.exit_code is not None and job.outcome.status != schema.SKIPPED
             self.metrics.job_ended(job.outcome.status, job.outcome.duration_ms, ran)

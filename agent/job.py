@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +72,9 @@ class RunningJob:
     script_ended: bool = False
     outcome: Outcome | None = None  # once the job has ended
     log_path: Path | None = None  # its local log, once created
+    # Gives the job's concurrency slot back (once; the agent's): called when the script is
+    # over, so the next task runs while this one still reports.
+    release_slot: Callable[[], None] = lambda: None
 
     @property
     def token_id(self) -> str:
@@ -240,6 +243,7 @@ async def _run(ctx: JobContext, job: RunningJob, task: TaskInput, launch: Launch
         output.close()
         if job.pgid is not None:
             ctx.reaper.unwatch(job.pgid)
+    job.release_slot()  # its processes are gone and its pipes drained
     outcome = script_outcome(
         script_end(job, result),
         _facts(ctx, job, task),
