@@ -6,6 +6,10 @@ others; the defaults are a per-host share of the published quotas, small enough 
 hosts at full speed stay inside them. `RSQL_AGENT_AWS_RATES_PER_S` overrides any of them
 (`{"CreateLogStream": 2}`), for a fleet large enough to need a smaller share. A call over its
 rate waits for a token; it is never refused.
+
+The bucket is our own rather than asyncio-throttle's Throttler: that one counts whole calls per
+period (no `0.5` a second) and its waiters poll every 10 ms, 1.65x the CPU of these timed
+sleeps for 300 calls held at 100 a second (measured on the development machine).
 """
 
 from __future__ import annotations
