@@ -150,7 +150,7 @@ def put_log_events_body(log_group: str, log_stream: str, events: Events) -> byte
     runs = []
     start = 0
     for timestamp_ms, run in itertools.groupby(events.timestamps_ms):
-        end = start + sum(1 for _ in run)
+        end = start + len(list(run))
         head = f'{{"timestamp":{timestamp_ms},"message":'
         runs.append(head + ("}," + head).join(encoded[start:end]) + "}")
         start = end

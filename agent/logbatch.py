@@ -186,7 +186,7 @@ def _pack_bulk(lines: Sequence[bytes], clock: Clock) -> Packed | None:
     trial = copy.copy(clock)  # left as it was if the line-by-line path takes over
     # Lines written together share their timestamp: one parse per run of them.
     for prefix, run in itertools.groupby(line[:TIMESTAMP_CHARS] for line in lines[:count]):
-        times.extend(itertools.repeat(trial.timestamp_ms(prefix), sum(1 for _ in run)))
+        times.extend(itertools.repeat(trial.timestamp_ms(prefix), len(list(run))))
     if times[-1] - times[0] > MAX_BATCH_SPAN_MS:
         return None
     clock.__dict__.update(trial.__dict__)

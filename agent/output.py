@@ -72,15 +72,20 @@ class OutputLog:
     def feed(self, stream: bytes, chunk: bytes) -> None:
         """Add a chunk read from `stream`; complete lines are written at once."""
         buffer = self._partial[stream]
-        end = chunk.rfind(b"\n")
-        if end != -1 and self._fd is not None and b"\r" not in chunk and b"\r" not in buffer:
+        first, end = chunk.find(b"\n"), chunk.rfind(b"\n")
+        if (
+            first != -1
+            and self._fd is not None
+            and b"\r" not in chunk
+            and b"\r" not in buffer
+            and self._within_cap(len(buffer) + first, chunk, first, end)
+        ):
+            # The common case, in bulk: no line to cut, no CR to strip, the file writable.
             data = bytes(buffer) + chunk[:end] if buffer else chunk[:end]
-            if len(data) <= self._max_line_bytes:  # so no line in it is longer
-                # The common case, in bulk: no line to cut, no CR to strip, the file writable.
-                buffer[:] = chunk[end + 1 :]
-                self._write_block(stream, data)
-                self._cap_partial(stream, buffer)
-                return
+            buffer[:] = chunk[end + 1 :]
+            self._write_block(stream, data)
+            self._cap_partial(stream, buffer)
+            return
         buffer += chunk
         lines: list[bytes] = []
         start = 0
@@ -90,6 +95,13 @@ class OutputLog:
         del buffer[:start]
         self._write(stream, lines)
         self._cap_partial(stream, buffer)
+
+    def _within_cap(self, first_bytes: int, chunk: bytes, first: int, end: int) -> bool:
+        """Are the lines up to `end` (the first of them `first_bytes` long) within the cap?"""
+        cap = self._max_line_bytes
+        if first_bytes > cap:
+            return False
+        return end - first <= cap or max(map(len, chunk[first + 1 : end].split(b"\n"))) <= cap
 
     def _cap_partial(self, stream: bytes, buffer: bytearray) -> None:
         # A line with no newline yet is cut at the cap, so one endless line cannot grow memory.

@@ -124,6 +124,17 @@ def test_output_log_splits_lines_across_chunks_and_caps_long_ones(tmp_path: Path
     assert oct(output.path.stat().st_mode & 0o777) == oct(0o640)
 
 
+def test_a_long_line_inside_a_chunk_is_cut_at_the_cap(tmp_path: Path) -> None:
+    async def feed() -> OutputLog:
+        output = OutputLog(tmp_path / "o.log", max_line_bytes=1024, tail_lines=0, spool_max_bytes=0)
+        output.feed(b"out", b"a\n" + b"y" * 1500 + b"\nb\n")
+        output.close()
+        return output
+
+    lines = log_lines(asyncio.run(feed()).path)
+    assert [t for _, _, t in lines] == ["a", "y" * 1024, "y" * 476, "b"]
+
+
 # -- running --------------------------------------------------------------------------------
 
 
