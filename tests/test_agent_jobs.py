@@ -288,37 +288,34 @@ def _count_calls(agent: Any) -> dict[str, int]:
     return counts
 
 
-def test_a_short_job_costs_five_calls_besides_the_poll(
-    aws: Any, uid: str, stack: Stack, tmp_path: Path
+@pytest.mark.parametrize(
+    ("body", "calls", "streams"),
+    [
+        (
+            "echo one\necho two",
+            # audit Running, audit Completed; the stream and its one batch; the completion
+            {"UpdateItem": 2, "CreateLogStream": 1, "PutLogEvents": 1, "SendTaskSuccess": 1},
+            1,
+        ),
+        # A job that prints nothing has no log stream: no CreateLogStream, no PutLogEvents.
+        ("exit 0", {"UpdateItem": 2, "SendTaskSuccess": 1}, 0),
+    ],
+    ids=["prints", "silent"],
+)
+def test_the_calls_of_a_short_job_besides_the_poll(
+    aws: Any, uid: str, stack: Stack, tmp_path: Path, body: str, calls: dict[str, int], streams: int
 ) -> None:
     settings = agent_settings(tmp_path, stack)
-    write_script(settings.script_dir, "quick.sh", "echo one\necho two")
+    write_script(settings.script_dir, "quick.sh", body)
     with agent_thread(settings) as agent:
         counts = _count_calls(agent)
         arn = start(aws, stack, task_input(uid, "quick.sh"), f"exec-{uid}")
         assert finished(aws, arn)["status"] == "SUCCEEDED"
-    assert counts == {
-        "UpdateItem": 2,  # audit Running, audit Completed
-        "CreateLogStream": 1,
-        "PutLogEvents": 1,
-        "SendTaskSuccess": 1,
-    }
-
-
-def test_a_job_that_prints_nothing_has_no_log_stream(
-    aws: Any, uid: str, stack: Stack, tmp_path: Path
-) -> None:
-    settings = agent_settings(tmp_path, stack)
-    write_script(settings.script_dir, "silent.sh", "exit 0")
-    with agent_thread(settings) as agent:
-        counts = _count_calls(agent)
-        arn = start(aws, stack, task_input(uid, "silent.sh"), f"exec-{uid}")
-        assert finished(aws, arn)["status"] == "SUCCEEDED"
-    assert counts == {"UpdateItem": 2, "SendTaskSuccess": 1}
-    streams = aws.logs.describe_log_streams(
+    assert counts == calls
+    described = aws.logs.describe_log_streams(
         logGroupName=stack.log_group, logStreamNamePrefix=f"wf-{uid}/"
-    )["logStreams"]
-    assert streams == []
+    )
+    assert len(described["logStreams"]) == streams
 
 
 def test_an_unreadable_secret_stops_the_start_with_a_clear_error(
