@@ -28,7 +28,8 @@ DEFAULT_RATES_PER_S: Final[Mapping[str, float]] = {
     "GetItem": 100.0,
     "PutLogEvents": 100.0,
     # 50 per second per account (CloudWatch Logs), the tightest quota the agent meets. Half
-    # of it: a job's final flush (and so its completion) waits for its stream.
+    # of it: a job's completion waits (up to `log_flush_wait_s`) for its final flush, so for
+    # its stream.
     "CreateLogStream": 25.0,
     "CreateLogGroup": 1.0,
 }

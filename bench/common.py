@@ -106,6 +106,8 @@ class Stack:
     state_machine_arn: str
     table: str
     log_group: str
+    # The agent's metrics (EMF) group; None: the agent's default, as a deployed stack has it.
+    metrics_log_group: str | None = None
     executions: list[str] = field(default_factory=list)
 
     def start(self, jobs: list[dict[str, Any]]) -> str:
@@ -173,7 +175,12 @@ def make_stack(env: dict[str, str], uid: str, max_concurrency: int) -> Stack:
     clients.ddb.create_table(**job_audit_spec(table).create_params(tags=[]))
     log_group = f"/bench/{uid}/jobs"
     clients.logs.create_log_group(logGroupName=log_group)
-    return Stack(clients, env, activity_arn, machine["stateMachineArn"], table, log_group)
+    # A host publishes its metrics once a minute: count that call as a deployed host makes it.
+    metrics_log_group = f"/bench/{uid}/metrics"
+    clients.logs.create_log_group(logGroupName=metrics_log_group)
+    return Stack(
+        clients, env, activity_arn, machine["stateMachineArn"], table, log_group, metrics_log_group
+    )
 
 
 def job_inputs(count: int, prefix: str, args: Callable[[int], list[str]]) -> list[dict[str, Any]]:
@@ -305,6 +312,8 @@ def agent(
         "RSQL_AGENT_LOG_GROUP": stack.log_group,
         "RSQL_AGENT_INSTANCE_ID": "i-0bench00000000001",
     }
+    if stack.metrics_log_group:
+        env["RSQL_AGENT_METRICS_LOG_GROUP"] = stack.metrics_log_group
     env.update({f"RSQL_AGENT_{key.upper()}": str(value) for key, value in settings.items()})
     log_path = work.root / f"agent-{len(list(work.root.glob('agent-*.log')))}.log"
     with open(log_path, "wb") as log_file:

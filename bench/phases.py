@@ -65,6 +65,7 @@ def idle(root: Path, env: dict[str, str], window_s: float) -> dict[str, Any]:
     return {
         "pollers": pollers,
         "api_calls_per_min": sum(calls.values()) * 60 / window_s,
+        "polls_per_min": calls["GetActivityTask"] * 60 / window_s,
         "calls": dict(calls),
         "cpu_ms_per_s": cpu_spent_s * 1000 / window_s,
         "window_s": window_s,

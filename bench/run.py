@@ -175,10 +175,12 @@ def render_table(results: dict[str, Any]) -> str:
         idle = results["idle"]
         rows.append(
             (
-                "idle API calls per minute / agent CPU",
-                f"{idle['api_calls_per_min']:.1f} / {idle['cpu_ms_per_s']:.2f} ms/s",
+                "idle API calls per minute (polls + metrics) / agent CPU",
+                f"{idle['api_calls_per_min']:.1f} ({idle['polls_per_min']:.1f} + "
+                f"{idle['api_calls_per_min'] - idle['polls_per_min']:.1f}) / "
+                f"{idle['cpu_ms_per_s']:.2f} ms/s",
                 f"pollers: {idle['pollers']}",
-                "<= pollers",
+                "polls <= pollers",
             )
         )
     if "cost" in results:
