@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import itertools
-import json
 import math
 import queue
 import random
@@ -29,7 +27,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import boto3
@@ -39,7 +36,7 @@ from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from agent import __version__, errors
-from agent.logbatch import Events
+from agent.logbatch import Events, put_log_events_body
 from agent.outage import Outage
 from agent.ratelimit import RateLimits, api_name
 from agent.settings import Settings
@@ -140,24 +137,6 @@ def _record(outage: Outage, call: str, exc: BaseException) -> None:
 
 # The body of the PutLogEvents call this thread is making, set by LogBatches.
 _prebuilt = threading.local()
-
-
-def put_log_events_body(log_group: str, log_stream: str, events: Events) -> bytes:
-    """A PutLogEvents request body, as botocore's JSON serializer writes it. Written without
-    a dict per event: each message escaped by json's C encoder, the events of one timestamp
-    joined at once."""
-    encoded = list(map(encode_basestring_ascii, events.messages))
-    runs = []
-    start = 0
-    for timestamp_ms, run in itertools.groupby(events.timestamps_ms):
-        end = start + len(list(run))
-        head = f'{{"timestamp":{timestamp_ms},"message":'
-        runs.append(head + ("}," + head).join(encoded[start:end]) + "}")
-        start = end
-    params = json.dumps(
-        {"logGroupName": log_group, "logStreamName": log_stream}, separators=(",", ":")
-    )[:-1]
-    return f'{params},"logEvents":[{",".join(runs)}]}}'.encode()
 
 
 def _use_prebuilt_body(params: dict[str, Any], **_: Any) -> None:

@@ -16,10 +16,12 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import itertools
+import json
 import operator
 from bisect import bisect_right
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii
 from typing import Final
 
 from agent.output import TIMESTAMP_CHARS
@@ -215,3 +217,22 @@ def _pack_each(lines: Sequence[bytes], first_piece: int, clock: Clock) -> Packed
         consumed += 1
         first_piece = 0
     return Packed(events, consumed, 0)
+
+
+def put_log_events_body(log_group: str, log_stream: str, events: Events) -> bytes:
+    """A PutLogEvents request body: the JSON botocore's serializer writes (without its
+    spaces; tests/test_agent_logship.py compares the two). Written without
+    a dict per event: each message escaped by json's C encoder, the events of one timestamp
+    joined at once."""
+    encoded = list(map(encode_basestring_ascii, events.messages))
+    runs = []
+    start = 0
+    for timestamp_ms, run in itertools.groupby(events.timestamps_ms):
+        end = start + len(list(run))
+        head = f'{{"timestamp":{timestamp_ms},"message":'
+        runs.append(head + ("}," + head).join(encoded[start:end]) + "}")
+        start = end
+    params = json.dumps(
+        {"logGroupName": log_group, "logStreamName": log_stream}, separators=(",", ":")
+    )[:-1]
+    return f'{params},"logEvents":[{",".join(runs)}]}}'.encode()

@@ -5,6 +5,7 @@ where the last accepted batch ended, in the file and in the memory spool."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 from pathlib import Path
@@ -21,10 +22,12 @@ from agent.logbatch import (
     MAX_MESSAGE_BYTES,
     BatchLimitError,
     Clock,
+    Events,
     LogEvent,
     check_batch,
     make_event,
     pack,
+    put_log_events_body,
     split_message,
 )
 from agent.logship import LineSource
@@ -186,3 +189,27 @@ def test_when_the_file_fails_lines_come_from_the_spool_and_overflow_is_counted(
     assert first == output.dropped_lines
     assert spooled == [f"spooled line {i:05d} " + "." * 20 for i in range(first, 2000)]
     assert output.spool_bytes == 0  # shipped lines are freed
+
+
+def test_the_put_log_events_body_is_the_one_botocore_writes() -> None:
+    # The agent swaps botocore's serialised PutLogEvents body for one built in bulk
+    # (agent.aws.LogBatches): it must be the JSON botocore would have sent (compact: botocore
+    # puts spaces after its separators).
+    import botocore.session
+    from botocore.serialize import create_serializer
+
+    messages = ["plain", 'quote " and \\ backslash', "tab\tbell\x07", "naïve ünïcode ✓", "ok"]
+    times = [1_700_000_000_000, 1_700_000_000_000, 1_700_000_000_001, 1_700_000_000_001, 5]
+    events = Events(times, messages, [len(m.encode()) + EVENT_OVERHEAD_BYTES for m in messages])
+    operation = botocore.session.get_session().get_service_model("logs")
+    params = {
+        "logGroupName": "/rsql/jobs",
+        "logStreamName": 'wf/"exec"/job.sh',
+        "logEvents": [{"timestamp": t, "message": m} for t, m in zip(times, messages, strict=True)],
+    }
+    expected = create_serializer("json").serialize_to_request(
+        params, operation.operation_model("PutLogEvents")
+    )["body"]
+    body = put_log_events_body("/rsql/jobs", 'wf/"exec"/job.sh', events)
+    assert json.loads(body) == json.loads(expected)
+    assert body.isascii()  # non-ASCII escaped, as botocore does
